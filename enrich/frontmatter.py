@@ -1,0 +1,216 @@
+"""Frontmatter: find it, parse it (YAML or JSON), edit one key in the file's own style."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+_FENCE = re.compile(r"---[ \t]*(\r\n|\n|\r)")
+_CLOSE = re.compile(r"^(---|\.\.\.)[ \t]*(\r\n|\n|\r|$)", re.MULTILINE)
+_WS = re.compile(r"\s*")
+_TOP_KEY = re.compile(r"^([A-Za-z_][\w\-]*)[ \t]*:(.*)$")
+
+
+class FrontmatterError(ValueError):
+    """The frontmatter block exists but cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class Frontmatter:
+    """The frontmatter block of a note: its span, raw text, format and parsed data."""
+
+    start: int  # offset of the opening ---
+    body_start: int  # offset of the first line inside
+    body_end: int  # offset of the closing --- line
+    end: int  # offset just after the closing line (and its newline)
+    format: str  # "yaml" or "json"
+    data: dict[str, Any]
+    error: str | None = None  # set when strict parsing failed and a lenient reading was used
+
+
+def find(text: str) -> tuple[int, int, int, int] | None:
+    """Return (start, body_start, body_end, end) of a leading --- block, or None."""
+    m = _FENCE.match(text)
+    if not m:
+        return None
+    close = _CLOSE.search(text, m.end())
+    if not close:
+        return None
+    return 0, m.end(), close.start(), close.end()
+
+
+def parse(text: str) -> Frontmatter | None:
+    """Parse the leading frontmatter block; raise FrontmatterError when it is invalid."""
+    span = find(text)
+    if span is None:
+        return None
+    start, body_start, body_end, end = span
+    raw = text[body_start:body_end]
+    fmt = "json" if raw.lstrip().startswith("{") else "yaml"
+    error: str | None = None
+    try:
+        data = json.loads(raw) if fmt == "json" else yaml.safe_load(raw)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        error = f"frontmatter is not valid {fmt.upper()}: {first}"
+        data = _lenient(raw) if fmt == "yaml" else None
+        if data is None:
+            raise FrontmatterError(error) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise FrontmatterError(f"frontmatter is a {type(data).__name__}, not a mapping")
+    return Frontmatter(start, body_start, body_end, end, fmt, data, error)
+
+
+def _lenient(raw: str) -> dict[str, Any] | None:
+    """Read `key: value` lines the way a forgiving reader would (first colon splits)."""
+    data: dict[str, Any] = {}
+    for line in raw.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _TOP_KEY.match(line)
+        if not m:
+            return None
+        value = m.group(2).strip()
+        try:
+            parsed = yaml.safe_load(value) if value else None
+        except yaml.YAMLError:
+            parsed = value
+        data[m.group(1)] = value if isinstance(parsed, dict) and not value.startswith("{") else parsed
+    return data
+
+
+def as_str_list(value: Any) -> list[str]:
+    """Read a tags/aliases value (list, comma string or scalar) as a list of strings."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if v is not None and str(v).strip()]
+    return [p.strip() for p in str(value).split(",") if p.strip()]
+
+
+# ---------------------------------------------------------------- editing
+
+
+def set_key(text: str, fm: Frontmatter | None, key: str, value: Any, newline: str) -> str:
+    """Return text with one frontmatter key set, touching no other key's bytes."""
+    if fm is None:
+        block = f"---{newline}{_yaml_entry(key, value, None, newline)}---{newline}"
+        return block + text
+    if fm.format == "json":
+        return _set_json_key(text, fm, key, value, newline)
+    return _set_yaml_key(text, fm, key, value, newline)
+
+
+def _yaml_key_span(text: str, fm: Frontmatter, key: str) -> tuple[int, int] | None:
+    """Return the span of a top-level YAML key with its continuation lines."""
+    pos = fm.body_start
+    found: int | None = None
+    while pos < fm.body_end:
+        nl = text.find("\n", pos, fm.body_end)
+        line_end = fm.body_end if nl == -1 else nl + 1
+        line = text[pos:line_end].rstrip("\r\n")
+        is_top = bool(line) and not line[0].isspace() and not line.startswith("- ")
+        if found is not None and is_top and not line.startswith("#"):
+            return found, pos
+        m = _TOP_KEY.match(line)
+        if found is None and m and m.group(1) == key:
+            found = pos
+        pos = line_end
+    return (found, fm.body_end) if found is not None else None
+
+
+def _yaml_style(old: str) -> dict[str, Any]:
+    """Describe how an existing YAML value was written (inline list, quotes, spacing)."""
+    after = old.split(":", 1)[1] if ":" in old else ""
+    first = after.splitlines()[0].strip() if after.splitlines() else ""
+    style: dict[str, Any] = {"inline": first.startswith("["), "quote": '"'}
+    if first.startswith("["):
+        style["sep"] = ", " if re.search(r",\s", first) else ","
+        style["quote"] = "'" if "'" in first and '"' not in first else ('"' if '"' in first else "")
+    else:
+        m = re.search(r"^([ \t]+)-", after, re.MULTILINE)
+        style["indent"] = m.group(1) if m else "  "
+        style["block"] = m is not None
+        style["quote"] = '"' if re.search(r'-\s+"', after) else ""
+    return style
+
+
+def _scalar(value: Any, quote: str) -> str:
+    """Render one scalar: JSON-quoted unless an unquoted style is safe."""
+    s = str(value)
+    if quote == "" and re.fullmatch(r"[\w\-\u4e00-\u9fff/.]+", s) and not s[0] in "-.":
+        return s
+    if quote == "'":
+        return "'" + s.replace("'", "''") + "'"
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _yaml_entry(key: str, value: Any, old: str | None, nl: str) -> str:
+    """Render `key: value` in the style of the old entry (or a sensible default)."""
+    if isinstance(value, dict):
+        return f"{key}: {json.dumps(value, ensure_ascii=False)}{nl}"
+    if isinstance(value, list):
+        style = _yaml_style(old) if old else {"inline": True, "sep": ", ", "quote": '"'}
+        if style.get("block") and not style.get("inline"):
+            items = "".join(f"{style['indent']}- {_scalar(v, style['quote'])}{nl}" for v in value)
+            return f"{key}:{nl}{items}"
+        sep = style.get("sep", ", ")
+        return f"{key}: [{sep.join(_scalar(v, style.get('quote', chr(34))) for v in value)}]{nl}"
+    return f"{key}: {_scalar(value, chr(34))}{nl}"
+
+
+def _set_yaml_key(text: str, fm: Frontmatter, key: str, value: Any, nl: str) -> str:
+    """Replace (or append) one key of a YAML frontmatter block."""
+    span = _yaml_key_span(text, fm, key)
+    if span is None:
+        prefix = text[: fm.body_end]
+        if prefix and not prefix.endswith(("\n", "\r")):
+            prefix += nl
+        return prefix + _yaml_entry(key, value, None, nl) + text[fm.body_end :]
+    old = text[span[0] : span[1]]
+    line_nl = re.search(r"\r\n|\n|\r", old)
+    entry = _yaml_entry(key, value, old, line_nl.group(0) if line_nl else nl)
+    if not line_nl:
+        entry = entry.rstrip("\r\n")
+    return text[: span[0]] + entry + text[span[1] :]
+
+
+def _json_members(text: str, fm: Frontmatter) -> tuple[list[tuple[str, int, int, int]], int]:
+    """Return top-level members (key, key_start, value_start, value_end) and the `}` offset."""
+    dec = json.JSONDecoder()
+    i = text.index("{", fm.body_start)
+    members: list[tuple[str, int, int, int]] = []
+    ws = re.compile(r"[\s,]*")
+    i = ws.match(text, i + 1).end()  # type: ignore[union-attr]
+    while text[i] != "}":
+        key, kend = dec.raw_decode(text, i)
+        colon = text.index(":", kend) + 1
+        vstart = _WS.match(text, colon).end()  # type: ignore[union-attr]
+        _, vend = dec.raw_decode(text, vstart)
+        members.append((key, i, vstart, vend))
+        i = ws.match(text, vend).end()  # type: ignore[union-attr]
+    return members, i
+
+
+def _set_json_key(text: str, fm: Frontmatter, key: str, value: Any, nl: str) -> str:
+    """Replace (or add) one member of a JSON frontmatter object."""
+    members, close = _json_members(text, fm)
+    for name, kstart, vstart, vend in members:
+        if name == key:
+            indent = kstart - (text.rfind("\n", 0, kstart) + 1)
+            dumped = json.dumps(value, ensure_ascii=False, indent=2).replace("\n", nl + " " * indent)
+            return text[:vstart] + dumped + text[vend:]
+    if not members:
+        return text[:close] + json.dumps({key: value}, ensure_ascii=False)[1:-1] + text[close:]
+    last_key_start, last_end = members[-1][1], members[-1][3]
+    indent = last_key_start - (text.rfind("\n", 0, last_key_start) + 1)
+    dumped = json.dumps(value, ensure_ascii=False, indent=2).replace("\n", nl + " " * indent)
+    sep = "," + nl + " " * indent if "\n" in text[fm.body_start : close] else ", "
+    addition = sep + json.dumps(key, ensure_ascii=False) + ": " + dumped
+    return text[:last_end] + addition + text[last_end:]

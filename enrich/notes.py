@@ -1,0 +1,225 @@
+"""The note model: bytes in, spans out; rendering an untouched note gives back the same bytes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import frontmatter as fmod
+from .errors import BadFrontmatterError, NotUtf8Error
+from .frontmatter import Frontmatter
+from .roles import CONTENT, KEY_POINTS, RELATED, SOURCE, THOUGHTS, RoleTable, default_roles
+
+BOM = "\ufeff"
+_HEADING = re.compile(r"(#{1,6})(?:[ \t]+(.*?))?[ \t]*(?:[ \t]#+[ \t]*)?$")
+_FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+_BREAK = re.compile(r"^[ ]{0,3}(?:-[ \t]*){3,}$|^[ ]{0,3}(?:\*[ \t]*){3,}$|^[ ]{0,3}(?:_[ \t]*){3,}$")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)?")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One heading and its body, as offsets into the note's text."""
+
+    level: int
+    title: str
+    role: str | None
+    start: int  # start of the heading line
+    body_start: int  # just after the heading line
+    end: int  # start of the next heading of the same or a higher level (or the trailer)
+
+
+@dataclass(frozen=True)
+class Note:
+    """A parsed note: decoded text plus the facts needed to write it back byte for byte."""
+
+    path: Path
+    text: str  # decoded text without the BOM
+    bom: bool
+    newline: str
+    frontmatter: Frontmatter | None
+    title: str | None
+    sections: tuple[Section, ...]
+    body_start: int  # first offset after the frontmatter
+    trailer_start: int  # a closing `---` footer after the last section, else len(text)
+
+    @property
+    def id(self) -> str:
+        """The note's id: its file stem (how Obsidian links resolve)."""
+        return self.path.stem
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The parsed frontmatter mapping (empty when there is none)."""
+        return self.frontmatter.data if self.frontmatter else {}
+
+    @property
+    def display_title(self) -> str:
+        """Frontmatter title, else the H1, else the file stem."""
+        t = self.meta.get("title")
+        return str(t) if t else (self.title or self.id)
+
+    def render(self) -> bytes:
+        """Return the note as bytes, exactly as it would be written."""
+        return ((BOM if self.bom else "") + self.text).encode("utf-8")
+
+    def section(self, role: str) -> Section | None:
+        """Return the first section with a role, or None."""
+        return next((s for s in self.sections if s.role == role), None)
+
+    def body(self, section: Section) -> str:
+        """Return the text of a section's body."""
+        return self.text[section.body_start : section.end]
+
+    def content_text(self) -> str:
+        """The article text: the content section, else everything the user did not mark."""
+        sec = self.section(CONTENT)
+        if sec is not None:
+            return self.body(sec).strip()
+        skip = {KEY_POINTS, RELATED, THOUGHTS, SOURCE}
+        first = self.sections[0].start if self.sections else self.trailer_start
+        parts = [_strip_title(self.text[self.body_start : first])]
+        parts += [self.body(s) for s in self.sections if s.role not in skip and s.level <= 2]
+        return "\n".join(p.strip() for p in parts if p.strip())
+
+
+def _strip_title(preamble: str) -> str:
+    """Drop the H1 line from the text before the first section."""
+    return re.sub(r"^\s*#[ \t]+[^\n]*\n?", "", preamble, count=1)
+
+
+def decode(raw: bytes, path: Path | str) -> tuple[str, bool]:
+    """Decode UTF-8 (with or without BOM); raise NotUtf8Error otherwise."""
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    try:
+        text = raw[3 if bom else 0 :].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotUtf8Error(path, f"not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start+1]!r})") from exc
+    return text, bom
+
+
+def detect_newline(text: str) -> str:
+    """Return the note's dominant newline style."""
+    crlf = text.count("\r\n")
+    lf = text.count("\n") - crlf
+    cr = text.count("\r") - crlf
+    if crlf >= lf and crlf >= cr and crlf:
+        return "\r\n"
+    return "\r" if cr > lf else "\n"
+
+
+def parse_note(raw: bytes, path: Path | str = "note.md", roles: RoleTable | None = None) -> Note:
+    """Parse note bytes; raise NotUtf8Error or BadFrontmatterError on bad input."""
+    text, bom = decode(raw, path)
+    return parse_text(text, path, bom=bom, roles=roles)
+
+
+def parse_text(text: str, path: Path | str = "note.md", *, bom: bool = False, roles: RoleTable | None = None) -> Note:
+    """Parse decoded note text into frontmatter, title, sections and trailer."""
+    roles = roles or default_roles()
+    try:
+        fm = fmod.parse(text)
+    except fmod.FrontmatterError as exc:
+        raise BadFrontmatterError(path, str(exc)) from exc
+    start = fm.end if fm else 0
+    headings, breaks = _scan(text, start)
+    title = None
+    if headings and headings[0][0] == 1:
+        title = headings.pop(0)[1]
+    trailer = _trailer_start(text, headings, breaks)
+    sections = _sections(headings, trailer, roles)
+    return Note(Path(path), text, bom, detect_newline(text), fm, title, sections, start, trailer)
+
+
+def _scan(text: str, start: int) -> tuple[list[tuple[int, str, int, int]], list[int]]:
+    """Find ATX headings (level, title, line start, line end) and thematic breaks outside code."""
+    headings: list[tuple[int, str, int, int]] = []
+    breaks: list[int] = []
+    fence: str | None = None
+    pos = start
+    for m in _LINE.finditer(text, start):
+        line = m.group(0)
+        if not line:
+            break
+        pos = m.start()
+        bare = line.rstrip("\r\n")
+        f = _FENCE.match(bare)
+        if fence is not None:
+            if f and f.group(1)[0] == fence[0] and len(f.group(1)) >= len(fence) and not bare.strip()[len(f.group(1)):].strip():
+                fence = None
+            continue
+        if f:
+            fence = f.group(1)
+            continue
+        if bare.startswith("#"):
+            h = _HEADING.match(bare)
+            if h:
+                headings.append((len(h.group(1)), (h.group(2) or "").strip(), pos, m.end()))
+                continue
+        if _BREAK.match(bare):
+            breaks.append(pos)
+    return headings, breaks
+
+
+def _trailer_start(text: str, headings: list[tuple[int, str, int, int]], breaks: list[int]) -> int:
+    """Return the offset of a closing `---` footer after the last heading, else len(text)."""
+    last_heading = headings[-1][2] if headings else -1
+    after = [b for b in breaks if b > last_heading]
+    if not headings or not after:
+        return len(text)
+    return after[0]
+
+
+def _sections(headings: list[tuple[int, str, int, int]], limit: int, roles: RoleTable) -> tuple[Section, ...]:
+    """Build sections: each runs to the next heading of the same or a higher level."""
+    out: list[Section] = []
+    for i, (level, title, start, body_start) in enumerate(headings):
+        end = limit
+        for nlevel, _, nstart, _ in headings[i + 1 :]:
+            if nlevel <= level:
+                end = nstart
+                break
+        role = roles.role_of(title) if level <= 3 else None
+        out.append(Section(level, title, role, start, body_start, min(end, limit)))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- edits
+
+
+def replace_body(note: Note, section: Section, lines: list[str], roles: RoleTable | None = None) -> Note:
+    """Return a note whose section body holds `lines`, keeping its surrounding blank lines."""
+    old = note.body(section)
+    lead = old[: len(old) - len(old.lstrip("\r\n"))] or note.newline
+    tail = old[len(old.rstrip()) :]
+    if not tail.strip("\r\n \t") and tail.count("\n") + tail.count("\r") - tail.count("\r\n") < 2:
+        at_end = section.end >= len(note.text)
+        tail = note.newline if at_end else note.newline * 2
+    new_body = lead + note.newline.join(lines) + tail
+    text = note.text[: section.body_start] + new_body + note.text[section.end :]
+    return _reparse(note, text, roles)
+
+
+def append_section(note: Note, heading: str, lines: list[str], roles: RoleTable | None = None) -> Note:
+    """Return a note with a new `## heading` section added before the trailer."""
+    nl = note.newline
+    at = note.trailer_start
+    before = note.text[:at]
+    sep = "" if before.endswith(nl * 2) else (nl if before.endswith(nl) else nl * 2)
+    block = f"{sep}## {heading}{nl}{nl}" + nl.join(lines) + nl
+    if at < len(note.text):
+        block += nl
+    return _reparse(note, before + block + note.text[at:], roles)
+
+
+def set_meta(note: Note, key: str, value: Any, roles: RoleTable | None = None) -> Note:
+    """Return a note with one frontmatter key set in the file's own style."""
+    text = fmod.set_key(note.text, note.frontmatter, key, value, note.newline)
+    return _reparse(note, text, roles)
+
+
+def _reparse(note: Note, text: str, roles: RoleTable | None) -> Note:
+    """Re-parse edited text, keeping the note's path and BOM."""
+    return replace(parse_text(text, note.path, bom=note.bom, roles=roles))
