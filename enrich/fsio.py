@@ -1,0 +1,53 @@
+"""Safe file writes: temp file in the same folder, fsync, os.replace; never outside the vault."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import UnsafePathError
+
+
+def ensure_inside(path: Path, root: Path) -> Path:
+    """Return the real path of `path`, raising UnsafePathError if it leaves `root`."""
+    real = Path(os.path.realpath(path))
+    real_root = Path(os.path.realpath(root))
+    if real != real_root and real_root not in real.parents:
+        raise UnsafePathError(path, f"resolves outside the vault ({real})")
+    return real
+
+
+def atomic_write(path: Path, data: bytes, root: Path | None = None) -> None:
+    """Write bytes atomically; with `root`, refuse targets (or symlinks) outside it."""
+    target = ensure_inside(path, root) if root is not None else Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mode = target.stat().st_mode & 0o7777 if target.exists() else None
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".enrich-tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a directory entry so a rename survives a crash (best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

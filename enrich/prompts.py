@@ -1,0 +1,82 @@
+"""Prompt templates: files with `{{variables}}`, checked before anything is sent."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Mapping
+
+from .errors import PromptError
+from .providers.base import Message
+
+_VAR = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
+REQUIRED = {"user": {"title", "content", "candidates", "vocabulary"}, "system": set()}
+LANGS = ("zh", "en")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """A system and a user template for one language, with a version hash."""
+
+    lang: str
+    system: str
+    user: str
+    version: str
+
+    def variables(self) -> set[str]:
+        """Every variable the two templates use."""
+        return set(_VAR.findall(self.system)) | set(_VAR.findall(self.user))
+
+    def render(self, values: Mapping[str, str]) -> list[Message]:
+        """Fill both templates; raise PromptError when a variable is missing."""
+        missing = sorted(self.variables() - set(values))
+        if missing:
+            raise PromptError(f"prompt ({self.lang}) needs values for: {', '.join(missing)}")
+        return [
+            {"role": "system", "content": _fill(self.system, values)},
+            {"role": "user", "content": _fill(self.user, values)},
+        ]
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    """Substitute `{{name}}` in one pass, so values containing braces stay literal."""
+    return _VAR.sub(lambda m: values[m.group(1)], template)
+
+
+def _read(folder: Path | None, name: str) -> str:
+    """Read one template from the user's folder or from the bundled prompts."""
+    if folder is not None:
+        path = folder / name
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise PromptError(f"{path}: prompt file not found", hint=f"--prompts DIR must hold {name}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PromptError(f"{path}: cannot read prompt: {exc}") from exc
+    return bundled_prompts().joinpath(name).read_text(encoding="utf-8")
+
+
+def bundled_prompts() -> Traversable:
+    """The project's `prompts/` folder: beside the package in a checkout, packaged in a wheel."""
+    checkout = Path(__file__).resolve().parent.parent / "prompts"
+    if (checkout / "user.en.md").is_file():
+        return checkout
+    return resources.files("enrich.prompt_templates")
+
+
+def load_prompts(lang: str, folder: Path | None = None) -> PromptSet:
+    """Load and validate the templates for a language (zh or en)."""
+    if lang not in LANGS:
+        raise PromptError(f"no prompts for language {lang!r}; use one of {', '.join(LANGS)}")
+    system = _read(folder, f"system.{lang}.md")
+    user = _read(folder, f"user.{lang}.md")
+    for kind, text in (("system", system), ("user", user)):
+        absent = REQUIRED[kind] - set(_VAR.findall(text))
+        if absent:
+            raise PromptError(f"prompt {kind}.{lang}.md lacks required variable(s): {', '.join(sorted(absent))}")
+    digest = hashlib.sha256(f"{system}\0{user}".encode()).hexdigest()[:12]
+    return PromptSet(lang, system, user, f"{lang}-{digest}")

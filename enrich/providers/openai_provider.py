@@ -1,0 +1,266 @@
+"""OpenAI-compatible chat provider: structured-output fallback and tenacity retries."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Awaitable, Callable
+
+import openai
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from enrich.errors import ContextOverflow, ProviderRejected, TransportError
+from enrich.providers.base import Completion, Message
+
+MODES = ("json_schema", "json_object", "text")
+DUMMY_KEY = "not-needed"
+Wait = Callable[[RetryCallState], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+_REFUSAL_WORDS = ("response_format", "json_schema", "json_object", "not supported", "unsupported")
+_OVERFLOW_WORDS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
+_STRICT_UNSUPPORTED = ("minLength", "maxLength")
+_HINTS = {
+    401: "check the API key: set OPENAI_API_KEY or the variable named by --api-key-env",
+    403: "check the API key: set OPENAI_API_KEY or the variable named by --api-key-env",
+    404: "check --model and --base-url",
+}
+
+
+class _ModeRefused(ProviderRejected):
+    """The server does not accept this way of asking for structured output."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: 429, 5xx, timeouts, connection errors."""
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code == 429 or exc.status_code >= 500
+    return isinstance(exc, openai.APIConnectionError)  # includes APITimeoutError
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Read retry-after-ms, then Retry-After (seconds or HTTP date); None if absent."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    try:
+        if raw_ms is not None:
+            return max(0.0, float(raw_ms) / 1000)
+    except ValueError:
+        pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Copy the schema without keywords OpenAI strict mode rejects (pydantic checks them)."""
+    if isinstance(schema, dict):
+        return {k: strict_schema(v) for k, v in schema.items() if k not in _STRICT_UNSUPPORTED}
+    if isinstance(schema, list):
+        return [strict_schema(v) for v in schema]  # type: ignore[return-value]
+    return schema
+
+
+def with_schema_in_system(messages: list[Message], schema: dict[str, Any]) -> list[Message]:
+    """Return a copy of messages whose system message ends with the JSON schema."""
+    note = (
+        "Reply with only one JSON object (no prose, no code fences) that matches this JSON schema:\n"
+        + json.dumps(schema, ensure_ascii=False)
+    )
+    out = [dict(m) for m in messages]
+    for msg in out:
+        if msg.get("role") == "system":
+            msg["content"] = f"{msg.get('content', '')}\n\n{note}"
+            return out
+    return [{"role": "system", "content": note}, *out]
+
+
+def _status_text(exc: BaseException) -> str:
+    """Short description of a failure for messages (never includes the key)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "request timed out"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    if isinstance(exc, openai.APIConnectionError):
+        return f"connection failed ({exc.__cause__ or exc})"
+    return type(exc).__name__
+
+
+class OpenAIProvider:
+    """The Provider protocol over any OpenAI-compatible /v1/chat/completions server."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float = 60,
+        max_attempts: int = 6,
+        backoff_max: float = 30,
+        temperature: float = 0.2,
+        *,
+        wait: Wait | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_max = backoff_max
+        self.temperature = temperature
+        self.rate_limit_headers: dict[str, str] = {}
+        self._mode_index = 0
+        self._secret = api_key or ""
+        self._wait: Wait = wait or self.default_wait
+        self._sleep = sleep
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or DUMMY_KEY,
+            max_retries=0,
+            timeout=timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
+
+    @property
+    def mode(self) -> str:
+        """The structured-output mode the next call will try first."""
+        return MODES[self._mode_index]
+
+    def default_wait(self, state: RetryCallState) -> float:
+        """Honour Retry-After on a 429 (capped), else exponential backoff with jitter."""
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, openai.APIStatusError) and exc.status_code == 429:
+            hinted = retry_after_seconds(exc.response.headers)
+            if hinted is not None:
+                return min(hinted, self.backoff_max)
+        return float(wait_random_exponential(multiplier=0.5, max=self.backoff_max)(state))
+
+    async def complete(
+        self, messages: list[Message], schema: dict[str, Any], *, max_tokens: int
+    ) -> Completion:
+        """Ask for JSON, trying json_schema, json_object then plain text; remember what works."""
+        while True:
+            mode = MODES[self._mode_index]
+            try:
+                response = await self._create(self._request(messages, schema, mode, max_tokens))
+            except _ModeRefused:
+                if self._mode_index == len(MODES) - 1:
+                    raise
+                self._mode_index = max(self._mode_index, MODES.index(mode) + 1)
+                continue
+            return self._completion(response, mode)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.close()
+
+    def _request(
+        self, messages: list[Message], schema: dict[str, Any], mode: str, max_tokens: int
+    ) -> dict[str, Any]:
+        """Build the create() keyword arguments for one mode."""
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": max_tokens,
+            "temperature": self.temperature,
+        }
+        if mode == "json_schema":
+            kwargs["messages"] = [dict(m) for m in messages]
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "enrichment", "strict": True, "schema": strict_schema(schema)},
+            }
+        else:
+            kwargs["messages"] = with_schema_in_system(messages, schema)
+            if mode == "json_object":
+                kwargs["response_format"] = {"type": "json_object"}
+        return kwargs
+
+    async def _create(self, kwargs: dict[str, Any]) -> Any:
+        """Send one request under tenacity; map SDK errors to EnrichError subclasses."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+            **({"sleep": self._sleep} if self._sleep else {}),
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._send(kwargs)
+        except openai.APIError as exc:
+            raise self._map_error(exc, kwargs, retrying.statistics.get("attempt_number", 1)) from exc
+        raise TransportError("retry loop ended without a result")  # pragma: no cover
+
+    async def _send(self, kwargs: dict[str, Any]) -> Any:
+        """One HTTP request; remembers the x-ratelimit-* headers of every answer."""
+        create: Any = self._client.chat.completions.with_raw_response.create
+        try:
+            raw = await create(**kwargs)
+        except openai.APIStatusError as exc:
+            self._remember(exc.response.headers)
+            raise
+        self._remember(raw.headers)
+        return raw.parse()
+
+    def _remember(self, headers: Any) -> None:
+        """Keep the last x-ratelimit-* headers seen."""
+        found = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")}
+        if found:
+            self.rate_limit_headers = found
+
+    def _map_error(self, exc: openai.APIError, kwargs: dict[str, Any], attempts: int) -> Exception:
+        """Turn an SDK error into TransportError, ContextOverflow or ProviderRejected."""
+        if is_transient(exc):
+            return TransportError(
+                f"{self.model}: gave up after {attempts} attempt(s): {_status_text(exc)}",
+                hint="the server is unreachable, overloaded or rate limiting; try again later or lower --concurrency",
+            )
+        status = getattr(exc, "status_code", None)
+        detail = self._redact(f"{exc.message} {exc.body or ''}")
+        message = f"{self.model}: request rejected ({_status_text(exc)}): {self._redact(exc.message)[:300]}"
+        if status in (400, 413) and any(w in detail.lower() for w in _OVERFLOW_WORDS):
+            return ContextOverflow(message, hint="the note is too long for this model's context window")
+        if "response_format" in kwargs and (
+            status == 422 or (status == 400 and any(w in detail.lower() for w in _REFUSAL_WORDS))
+        ):
+            return _ModeRefused(message, status=status)
+        return ProviderRejected(message, status=status, hint=_HINTS.get(status or 0))
+
+    def _redact(self, text: str) -> str:
+        """Remove the API key from text a server echoed back."""
+        return text.replace(self._secret, "***") if len(self._secret) >= 8 else text
+
+    def _completion(self, response: Any, mode: str) -> Completion:
+        """Build a Completion from a ChatCompletion."""
+        choice = response.choices[0] if response.choices else None
+        usage = response.usage
+        return Completion(
+            text=(choice.message.content or "") if choice else "",
+            finish_reason=choice.finish_reason if choice else None,
+            prompt_tokens=(usage.prompt_tokens or 0) if usage else 0,
+            completion_tokens=(usage.completion_tokens or 0) if usage else 0,
+            model=response.model or self.model,
+            mode=mode,
+        )

