@@ -13,14 +13,23 @@ typical Chinese web text (fullwidth comma about 5 %, full stop 3 %, ...).
 These only need to be of the right order: the table is used to choose between
 candidate characters when re-inserting dropped bytes, not as a language model.
 
-Output: one ``char<TAB>count`` per line, most frequent first, UTF-8.
+Bigrams: a unigram table cannot tell apart characters that differ only in a
+dropped byte (息/每 for a lost 0x81 or 0x8F, 接/来, 原/城, 量/重, 反/后, ...).
+So the file also holds a few thousand two-character lines ``ab<TAB>count``:
+word-internal bigrams (summed jieba word counts) in which one character is
+such a "loser" (a character the unigram table would not pick for its
+dropped-byte form), plus the competing bigrams of the "winners".  Only the most
+frequent ones are kept so that the whole file stays under 100 KB.
+
+Output: UTF-8, ``key<TAB>count`` per line: single characters first (most
+frequent first), then two-character bigrams (most frequent first).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "enrich" / "data" / "cjk_freq.txt"
@@ -36,6 +45,8 @@ PUNCT_SHARE = {
 # Common emoji (roughly in order of popularity), with a small share each.
 EMOJI = "😂❤🤣👍😭🙏😘🥰😍😊🎉😁💕🥺😅🔥🤦🤷🙄😆🤗😉🤔👏🙂😳🥳😎👌💪✨👀🚀✅⭐📌💡📝🔗"
 EMOJI_SHARE_TOP = 0.0002
+# Bytes a Windows code page may have dropped (cp1252 + cp1254 holes, soft hyphen).
+HOLES = frozenset(b"\x81\x8d\x8e\x8f\x90\x9d\x9e\xad")
 
 
 def is_cjk(char: str) -> bool:
@@ -44,8 +55,17 @@ def is_cjk(char: str) -> bool:
     return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF
 
 
+def count_text(text: str, weight: int, counts: Counter[str]) -> None:
+    """Add weight for each CJK char and each adjacent CJK pair of text."""
+    for i, char in enumerate(text):
+        if is_cjk(char):
+            counts[char] += weight
+            if i + 1 < len(text) and is_cjk(text[i + 1]):
+                counts[text[i : i + 2]] += weight
+
+
 def from_jieba() -> Counter[str]:
-    """Sum jieba dict.txt word counts per CJK character."""
+    """Sum jieba dict.txt word counts per CJK character and bigram."""
     import jieba  # type: ignore[import-untyped]
 
     path = Path(jieba.__file__).with_name("dict.txt")
@@ -53,24 +73,54 @@ def from_jieba() -> Counter[str]:
     for line in path.read_text("utf-8").splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[1].isdigit():
-            for char in parts[0]:
-                if is_cjk(char):
-                    counts[char] += int(parts[1])
+            count_text(parts[0], int(parts[1]), counts)
     return counts
 
 
 def from_vault(vault: Path) -> Counter[str]:
-    """Count CJK characters in a vault's Markdown notes."""
+    """Count CJK characters and bigrams in a vault's Markdown notes."""
     counts: Counter[str] = Counter()
     for note in sorted(vault.rglob("*.md")):
-        text = note.read_text("utf-8", errors="replace")
-        counts.update(c for c in text if is_cjk(c))
+        count_text(note.read_text("utf-8", errors="replace"), 1, counts)
     return counts
+
+
+def observed(char: str) -> bytes:
+    """UTF-8 bytes of char as seen after the hole bytes were dropped."""
+    return bytes(b for b in char.encode("utf-8") if b not in HOLES)
+
+
+def losers(unigrams: Counter[str]) -> dict[str, list[str]]:
+    """Map each char that loses on unigram counts to its confusion group."""
+    groups: defaultdict[bytes, list[str]] = defaultdict(list)
+    for char in unigrams:
+        groups[observed(char)].append(char)
+    out: dict[str, list[str]] = {}
+    for group in groups.values():
+        group.sort(key=lambda c: -unigrams[c])
+        out.update({c: group for c in group[1:]})
+    return out
+
+
+def pick_bigrams(counts: Counter[str], unigrams: Counter[str], budget: int) -> Counter[str]:
+    """Keep frequent bigrams with a loser char, plus their competing bigrams."""
+    lose = losers(unigrams)
+    picked: Counter[str] = Counter()
+    for pair in counts:
+        if len(pair) != 2 or not all(c in unigrams for c in pair):
+            continue
+        a, b = pair
+        rivals = [a + x for x in lose.get(b, [])] + [x + b for x in lose.get(a, [])]
+        for rival in rivals:
+            if counts.get(rival):
+                picked[rival] = counts[rival]  # the group includes pair itself
+    return Counter(dict(picked.most_common(budget)))
 
 
 def add_pseudo_counts(counts: Counter[str], top: int) -> Counter[str]:
     """Keep the top CJK characters, then add punctuation and emoji."""
-    table = Counter(dict(counts.most_common(top)))
+    singles = Counter({k: v for k, v in counts.items() if len(k) == 1})
+    table = Counter(dict(singles.most_common(top)))
     total = sum(table.values())
     for char, share in PUNCT_SHARE.items():
         table[char] = max(1, round(total * share))
@@ -84,11 +134,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vault", type=Path, help="count this vault instead of jieba")
     parser.add_argument("--top", type=int, default=4000)
+    parser.add_argument("--bigrams", type=int, default=4500)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     counts = from_vault(args.vault) if args.vault else from_jieba()
     table = add_pseudo_counts(counts, args.top)
+    cjk_top = Counter({k: v for k, v in table.items() if is_cjk(k)})
+    pairs = pick_bigrams(counts, cjk_top, args.bigrams)
     lines = [f"{c}\t{n}" for c, n in sorted(table.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lines += [f"{p}\t{n}" for p, n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]
     args.out.write_text("\n".join(lines) + "\n", "utf-8")
     print(f"wrote {len(lines)} entries, {args.out.stat().st_size} bytes to {args.out}")
     return 0

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .check import CheckReport, check_vault
 from .config import Settings, find_vault_root, load_settings
-from .errors import UsageError
+from .errors import NoteError, ProviderUnavailable, UsageError
+from .journal import UndoReport, undo_last
+from .pipeline import NoteResult, Pipeline, RunOptions, RunReport, run_sync
+from .pipeline import Progress as PipelineProgress
+from .planreport import PlanReport
+from .providers import describe, make_provider
+from .providers.base import Provider
 from .roles import RoleTable
-from .vault import Vault, roles_for, scan_vault
+from .vault import Vault, VaultNote, load_note, roles_for, scan_vault, vault_frequencies
 
 Progress = Callable[[int, int], None]
 
@@ -33,3 +39,102 @@ def check(path: Path, progress: Progress | None = None) -> CheckReport:
         raise UsageError(f"{path}: `enrich check` takes a vault folder, not a file")
     vault, settings, roles = open_vault(path)
     return check_vault(vault, roles, min_chars=settings.min_content_chars, progress=progress)
+
+
+def select_notes(vault: Vault, paths: Sequence[Path], roles: RoleTable) -> list[VaultNote]:
+    """The notes named by paths (files, or folders inside the vault), in vault order."""
+    if not paths:
+        return list(vault.notes)
+    by_path = {vn.path.resolve(): vn for vn in vault.notes}
+    chosen: dict[Path, VaultNote] = {}
+    for p in paths:
+        rp = p.resolve()
+        if rp.is_dir():
+            chosen.update({k: v for k, v in by_path.items() if k == rp or rp in k.parents})
+        elif rp in by_path:
+            chosen[rp] = by_path[rp]
+        else:
+            vn = _load_extra(vault, rp, roles)
+            if vn is not None:
+                chosen[rp] = vn
+    return sorted(chosen.values(), key=lambda v: v.rel)
+
+
+def _load_extra(vault: Vault, path: Path, roles: RoleTable) -> VaultNote | None:
+    """Load a note file the vault scan skipped (e.g. a .txt note); record its error if any."""
+    try:
+        vn = load_note(path, vault.root, roles, vault_frequencies(v.note.text for v in vault.notes))
+    except NoteError as exc:
+        vault.errors.append(exc)
+        return None
+    vault.add(vn)
+    return vn
+
+
+def _open_for_run(paths: Sequence[Path], flags: Mapping[str, Any]) -> tuple[Vault, Settings, RoleTable, list[VaultNote]]:
+    """Open the vault the paths belong to and select the notes."""
+    paths = list(paths) or [Path.cwd()]
+    for p in paths:
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder")
+    vault, settings, roles = open_vault(paths[0], flags)
+    return vault, settings, roles, select_notes(vault, paths, roles)
+
+
+def model_for(settings: Settings) -> tuple[str, Callable[[], Provider], str]:
+    """The model name (for provenance and cache keys), a provider factory, and a description."""
+    provider = make_provider(settings)
+    return provider.model, lambda: provider, describe(provider)
+
+
+def run(
+    paths: Sequence[Path],
+    flags: Mapping[str, Any] | None = None,
+    options: RunOptions | None = None,
+    progress: PipelineProgress | None = None,
+) -> RunReport:
+    """Enrich notes (or, with options.dry_run, compute diffs without writing)."""
+    vault, settings, roles, notes = _open_for_run(paths, flags or {})
+    model, factory, description = model_for(settings)
+    pipe = Pipeline(vault, settings, roles, factory, model, options or RunOptions(), progress)
+    pipe.report.provider = description
+    report = run_sync(pipe, notes)
+    report.results += [_error_result(vault, e) for e in vault.errors if _named(e.path, paths)]
+    report.failed += sum(1 for e in vault.errors if _named(e.path, paths))
+    return report
+
+
+def _named(path: Path, paths: Sequence[Path]) -> bool:
+    """True when a failing file was among the paths asked for."""
+    rp = path.resolve()
+    return not paths or any(rp == p.resolve() or p.resolve() in rp.parents for p in paths)
+
+
+def _error_result(vault: Vault, exc: NoteError) -> NoteResult:
+    """A failed result for a file that could not be read or parsed."""
+    return NoteResult(str(exc.path), "failed", exc.reason)
+
+
+def plan(paths: Sequence[Path], flags: Mapping[str, Any] | None = None, options: RunOptions | None = None) -> PlanReport:
+    """What `run` would do, with token and cost estimates; no model call, no write."""
+    vault, settings, roles, notes = _open_for_run(paths, flags or {})
+    try:
+        model, _, _ = model_for(settings)
+    except ProviderUnavailable:
+        model = settings.model or "unknown"
+    opts = options or RunOptions()
+    pipe = Pipeline(vault, settings, roles, _no_provider, model, RunOptions(stale=opts.stale, force=opts.force, plan_only=True))
+    rows = pipe.plan(notes)
+    return PlanReport.build(rows, model, settings.max_output_tokens, pipe.report.warnings)
+
+
+def _no_provider() -> Provider:
+    """Planning never calls a model."""
+    raise UsageError("internal: plan must not call a model")
+
+
+def undo(path: Path) -> UndoReport:
+    """Restore the files changed by the last applying run."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such folder")
+    return undo_last(find_vault_root(path))

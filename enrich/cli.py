@@ -75,6 +75,133 @@ def check(vault: Optional[Path] = VaultArg, as_json: bool = JsonOpt) -> None:
     raise typer.Exit(1 if report.problems else 0)
 
 
+def _flags(**kw: Any) -> dict[str, Any]:
+    """Settings given on the command line (None = not given)."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+PathsArg = typer.Argument(None, help="Vault folder or note files (default: current folder).", show_default=False)
+ModelOpt = typer.Option(None, "--model", "-m", help="Model name (env ENRICH_MODEL).")
+BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (env ENRICH_BASE_URL).")
+ProviderOpt = typer.Option(None, "--provider", help="openai or local (default: openai if a key/URL is set, else local).")
+KeyEnvOpt = typer.Option(None, "--api-key-env", help="Name of the env var holding the API key (default OPENAI_API_KEY).")
+LangOpt = typer.Option(None, "--lang", help="zh, en or auto (the language of the note's headings).")
+StaleOpt = typer.Option(False, "--stale", help="Also re-enrich notes whose content, prompt or model changed.")
+ForceOpt = typer.Option(False, "--force", help="Re-enrich everything, including sections edited by hand.")
+PromptsOpt = typer.Option(None, "--prompts", help="Folder with your own system.{zh,en}.md and user.{zh,en}.md.")
+MaxInOpt = typer.Option(None, "--max-input-tokens", help="Article budget in tokens (default 3000).")
+
+
+@cli.command()
+def run(
+    paths: Optional[list[Path]] = PathsArg,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Call the model, show diffs, write nothing."),
+    stale: bool = StaleOpt,
+    force: bool = ForceOpt,
+    model: Optional[str] = ModelOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    provider: Optional[str] = ProviderOpt,
+    api_key_env: Optional[str] = KeyEnvOpt,
+    lang: Optional[str] = LangOpt,
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-j", help="Notes in flight at once (default 8)."),
+    max_input_tokens: Optional[int] = MaxInOpt,
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Max completion tokens per call (default 700)."),
+    max_reasks: Optional[int] = typer.Option(None, "--max-reasks", help="Re-asks on invalid output (default 2)."),
+    max_new_tags: Optional[int] = typer.Option(None, "--max-new-tags", help="New tags allowed per note (default 2)."),
+    prompts: Optional[Path] = PromptsOpt,
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop the batch after this many seconds."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write key points, tags and related links into notes that need them (one validated LLM call per note).
+
+    Example: enrich run ~/vault --dry-run   then   enrich run ~/vault
+    """
+    from .display import RunProgress, print_diff, run_table
+    from .pipeline import RunOptions
+
+    flags = _flags(
+        model=model, base_url=base_url, provider=provider, api_key_env=api_key_env, lang=lang,
+        concurrency=concurrency, max_input_tokens=max_input_tokens, max_output_tokens=max_tokens,
+        max_reasks=max_reasks, max_new_tags=max_new_tags, prompts_dir=prompts, time_limit=time_limit,
+    )
+    progress = RunProgress(err, quiet=as_json)
+    try:
+        report = core.run(paths or [], flags, RunOptions(dry_run=dry_run, stale=stale, force=force), progress)
+    except EnrichError as exc:
+        progress.stop()
+        fail(exc)
+    progress.stop()
+    if as_json:
+        print_json(report.to_json())
+    else:
+        for r in report.results:
+            if r.diff:
+                print_diff(out, r.diff)
+        for r in report.results:
+            if r.status == "failed":
+                err.print(f"failed: {r.path}: {r.reason}", markup=False, highlight=False)
+        out.print(run_table(report))
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@cli.command()
+def plan(
+    paths: Optional[list[Path]] = PathsArg,
+    stale: bool = StaleOpt,
+    force: bool = ForceOpt,
+    model: Optional[str] = ModelOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    provider: Optional[str] = ProviderOpt,
+    api_key_env: Optional[str] = KeyEnvOpt,
+    lang: Optional[str] = LangOpt,
+    max_input_tokens: Optional[int] = MaxInOpt,
+    prompts: Optional[Path] = PromptsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List what `enrich run` would do and why, with a token and cost estimate. Makes no LLM call.
+
+    Example: enrich plan ~/vault --model gpt-4o-mini
+    """
+    from .display import plan_table
+    from .pipeline import RunOptions
+
+    flags = _flags(model=model, base_url=base_url, provider=provider, api_key_env=api_key_env, lang=lang,
+                   max_input_tokens=max_input_tokens, prompts_dir=prompts)
+    try:
+        rep = core.plan(paths or [], flags, RunOptions(stale=stale, force=force))
+    except EnrichError as exc:
+        fail(exc)
+    if as_json:
+        print_json(rep.to_json())
+    else:
+        for w in rep.warnings:
+            err.print(f"warning: {w}", markup=False)
+        out.print(plan_table(rep))
+
+
+@cli.command()
+def undo(vault: Optional[Path] = VaultArg, as_json: bool = JsonOpt) -> None:
+    """Restore every file the last applying run changed (files edited since are left alone).
+
+    Example: enrich undo ~/vault
+    """
+    try:
+        rep = core.undo(vault or Path.cwd())
+    except EnrichError as exc:
+        fail(exc)
+    if as_json:
+        print_json({"run": rep.run, "restored": rep.restored, "removed": rep.removed,
+                    "skipped": [{"path": p, "reason": r} for p, r in rep.skipped]})
+    else:
+        for p in rep.restored:
+            out.print(f"restored {p}", markup=False)
+        for p in rep.removed:
+            out.print(f"removed {p}", markup=False)
+        for p, r in rep.skipped:
+            err.print(f"left alone {p}: {r}", markup=False)
+    raise typer.Exit(1 if rep.skipped else 0)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -16,7 +16,7 @@ from enrich.schema import Enrichment, json_schema
 
 _FENCE_RE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
 _SPACES_RE = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
-_LEAD_MARKER_RE = re.compile(r"^(?:[-*+\u2022\u2023\u25aa\u25cf\u2013\u2014]|\d{1,2}[.)])\s+")
+_LEAD_MARKER_RE = re.compile(r"^(?:(?:[-*+\u2022\u2023\u25aa\u25cf\u2013\u2014]|\d{1,2}[.)])\s+)+")
 _TRAIL_MARKER_RE = re.compile(r"[\s;,\u2022\u2023\u25aa\u25cf]+$")
 _REASK = "Your answer was invalid: {errors}. Reply again with only the JSON object."
 _MAX_ERRORS = 6

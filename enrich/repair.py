@@ -108,16 +108,31 @@ def _normalise(counts: Mapping[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in counts.items() if v > 0}
 
 
+@dataclass(frozen=True)
+class _Tables:
+    """The bundled table: raw single-char counts and bigram counts."""
+
+    chars: dict[str, float]
+    pairs: dict[str, float]
+
+
+@lru_cache(maxsize=1)
+def _default_tables() -> _Tables:
+    """Read the bundled table once."""
+    raw = resources.files("enrich.data").joinpath("cjk_freq.txt").read_text("utf-8")
+    chars: dict[str, float] = {}
+    pairs: dict[str, float] = {}
+    for line in raw.splitlines():
+        key, _, count = line.partition("\t")
+        if count.strip() and 1 <= len(key) <= 2:
+            (chars if len(key) == 1 else pairs)[key] = float(count)
+    return _Tables(chars, pairs)
+
+
 @lru_cache(maxsize=1)
 def _default_freq() -> dict[str, float]:
-    """Read and normalise the bundled table once."""
-    raw = resources.files("enrich.data").joinpath("cjk_freq.txt").read_text("utf-8")
-    counts: dict[str, float] = {}
-    for line in raw.splitlines():
-        char, _, count = line.partition("\t")
-        if len(char) == 1 and count.strip():
-            counts[char] = float(count)
-    return _normalise(counts)
+    """Normalise the bundled single-char counts once."""
+    return _normalise(_default_tables().chars)
 
 
 def load_default_freq() -> Mapping[str, float]:

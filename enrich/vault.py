@@ -130,6 +130,12 @@ class Vault:
             for alias in vn.aliases:
                 self._by_alias.setdefault(alias.casefold(), []).append(vn)
 
+    def add(self, vn: VaultNote) -> None:
+        """Add a note loaded outside the scan (an explicitly named file)."""
+        self.notes.append(vn)
+        self._by_name.setdefault(vn.id.casefold(), []).append(vn)
+        self._by_path[vn.rel[: -len(vn.path.suffix)].casefold()] = vn
+
     def resolve(self, target: str) -> VaultNote | None:
         """Resolve a link target like Obsidian: path, then file name, then alias."""
         key = link_key(target)

@@ -19,9 +19,10 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Union
+from typing import Any, Self
 
 MODEL = "fake-model"
 
@@ -46,7 +47,7 @@ class Recorded:
     json: Any
 
 
-Step = Union[Reply, Callable[[Any], Reply]]
+Step = Reply | Callable[[Any], Reply]
 Route = Callable[[Recorded], Reply]
 
 def completion_body(content: str | None, finish_reason: str = "stop", model: str = MODEL) -> dict[str, Any]:
@@ -125,9 +126,12 @@ def length(data: dict[str, Any] | None = None) -> Reply:
     return truncated(data, "length")
 
 
-def error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None, headers: dict[str, str] | None = None) -> Reply:
+def error(
+    status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+    headers: dict[str, str] | None = None, param: str | None = None,
+) -> Reply:
     """Reply with an OpenAI-style error."""
-    return Reply(status, error_body(message, type_, code), dict(headers or {}))
+    return Reply(status, error_body(message, type_, code, param), dict(headers or {}))
 
 
 def rate_limited(retry_after: float | str | None = 1, retry_after_ms: float | None = None) -> Reply:
@@ -151,23 +155,16 @@ def refusal_400(kind: str = "json_schema") -> Reply:
 
 def refuse_json_schema(then: Step | None = None) -> Step:
     """One step: 400 if the request asks for json_schema, else `then` (default answer)."""
-
     def step(req: Any) -> Reply:
         if ((req or {}).get("response_format") or {}).get("type") == "json_schema":
             return refusal_400()
         return resolve(then or answer(), req)
-
     return step
 
 
 def delayed(seconds: float, then: Step | None = None) -> Step:
     """One step: answer like `then` (default answer) after `seconds` of latency."""
-
-    def step(req: Any) -> Reply:
-        reply = resolve(then or answer(), req)
-        return Reply(reply.status, reply.body, reply.headers, seconds)
-
-    return step
+    return lambda req: replace(resolve(then or answer(), req), delay=seconds)
 
 
 def resolve(step: Step, req: Any) -> Reply:
@@ -198,7 +195,7 @@ class FakeOpenAI:
         assert self._httpd is not None, "server not started"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
-    def push(self, *steps: Step) -> FakeOpenAI:
+    def push(self, *steps: Step) -> Self:
         """Queue steps for the next chat requests."""
         with self.lock:
             self.script.extend(steps)
@@ -236,11 +233,11 @@ class FakeOpenAI:
             return Reply(404, error_body(f"Unknown route {method} {req.path}", code="unknown_url"))
         return route(req)
 
-    def start(self) -> FakeOpenAI:
+    def start(self) -> Self:
         """Serve in a daemon thread."""
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -250,7 +247,7 @@ class FakeOpenAI:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> FakeOpenAI:
+    def __enter__(self) -> Self:
         """Start; stop on exit."""
         return self.start()
 
@@ -260,7 +257,9 @@ class FakeOpenAI:
 
 
 def _encode(body: Any) -> bytes:
-    """Encode a str as is, anything else as JSON."""
+    """Send bytes as is, a str UTF-8 encoded, anything else as JSON."""
+    if isinstance(body, bytes):
+        return body
     return body.encode() if isinstance(body, str) else json.dumps(body).encode()
 
 
@@ -269,6 +268,7 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             size = int(self.headers.get("Content-Length") or 0)
@@ -276,11 +276,11 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             try:
                 reply = server.handle(self.command, self.path, headers, raw)
-            except Exception as exc:  # a broken test step must not hang the client
+            except Exception as exc:  # noqa: BLE001 - a broken step must not hang the client
                 reply = Reply(500, error_body(f"fake server step failed: {exc!r}", "server_error"))
             if reply.delay:
                 time.sleep(reply.delay)
-            body = reply.body if isinstance(reply.body, bytes) else _encode(reply.body)
+            body = _encode(reply.body)
             try:
                 self.send_response(reply.status)
                 for key, value in {"Content-Type": "application/json", **server.extra_headers, **reply.headers}.items():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import openai
@@ -123,7 +123,7 @@ def test_429_honours_retry_after(fake_openai: FakeOpenAI, step: Any, expected: f
 
 
 def test_429_http_date(fake_openai: FakeOpenAI) -> None:
-    when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=10), usegmt=True)
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
     fake_openai.push(rate_limited(when), answer())
     h = Harness(fake_openai)
     h.run()
@@ -165,6 +165,14 @@ def test_client_errors_not_retried(fake_openai: FakeOpenAI, status: int, hint: s
         h.run()
     assert info.value.status == status and len(fake_openai.requests) == 1 and h.slept == []
     assert info.value.hint is None if hint is None else hint in (info.value.hint or "")
+
+
+def test_other_unsupported_parameter_is_not_a_mode_refusal(fake_openai: FakeOpenAI) -> None:
+    fake_openai.push(error(400, "Unsupported parameter: 'temperature' is not supported with this model.", param="temperature"))
+    h = Harness(fake_openai)
+    with pytest.raises(ProviderRejected, match="temperature"):
+        h.run()
+    assert len(fake_openai.requests) == 1 and h.provider.mode == "json_schema"
 
 
 def test_context_overflow(fake_openai: FakeOpenAI) -> None:

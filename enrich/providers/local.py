@@ -228,7 +228,7 @@ class LocalProvider:
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
         """Compile (and cache) a GBNF grammar for a JSON schema; fail loudly, never fall back."""
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(schema)
         if key not in self._grammars:
             from llama_cpp import llama_grammar
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
+import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import openai
 from tenacity import (
@@ -69,13 +70,13 @@ def retry_after_seconds(headers: Any) -> float | None:
         return None
 
 
-def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Copy the schema without keywords OpenAI strict mode rejects (pydantic checks them)."""
-    if isinstance(schema, dict):
-        return {k: strict_schema(v) for k, v in schema.items() if k not in _STRICT_UNSUPPORTED}
-    if isinstance(schema, list):
-        return [strict_schema(v) for v in schema]  # type: ignore[return-value]
-    return schema
+def strict_schema(node: Any) -> Any:
+    """Copy a schema without keywords OpenAI strict mode rejects (pydantic checks them)."""
+    if isinstance(node, dict):
+        return {k: strict_schema(v) for k, v in node.items() if k not in _STRICT_UNSUPPORTED}
+    if isinstance(node, list):
+        return [strict_schema(v) for v in node]
+    return node
 
 
 def with_schema_in_system(messages: list[Message], schema: dict[str, Any]) -> list[Message]:
@@ -90,6 +91,14 @@ def with_schema_in_system(messages: list[Message], schema: dict[str, Any]) -> li
             msg["content"] = f"{msg.get('content', '')}\n\n{note}"
             return out
     return [{"role": "system", "content": note}, *out]
+
+
+def _refuses_format(exc: openai.APIError, detail: str) -> bool:
+    """True if a 400/422 says the server cannot do this response_format."""
+    status = getattr(exc, "status_code", None)
+    if exc.param and "response_format" not in exc.param:
+        return False  # e.g. "Unsupported parameter: 'temperature'"
+    return status == 422 or (status == 400 and any(w in detail.lower() for w in _REFUSAL_WORDS))
 
 
 def _status_text(exc: BaseException) -> str:
@@ -131,7 +140,7 @@ class OpenAIProvider:
         self._mode_index = 0
         self._secret = api_key or ""
         self._wait: Wait = wait or self.default_wait
-        self._sleep = sleep
+        self._sleep: Sleep = sleep or asyncio.sleep
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=api_key or DUMMY_KEY,
@@ -203,7 +212,7 @@ class OpenAIProvider:
             wait=self._wait,
             retry=retry_if_exception(is_transient),
             reraise=True,
-            **({"sleep": self._sleep} if self._sleep else {}),
+            sleep=self._sleep,
         )
         try:
             async for attempt in retrying:
@@ -242,9 +251,7 @@ class OpenAIProvider:
         message = f"{self.model}: request rejected ({_status_text(exc)}): {self._redact(exc.message)[:300]}"
         if status in (400, 413) and any(w in detail.lower() for w in _OVERFLOW_WORDS):
             return ContextOverflow(message, hint="the note is too long for this model's context window")
-        if "response_format" in kwargs and (
-            status == 422 or (status == 400 and any(w in detail.lower() for w in _REFUSAL_WORDS))
-        ):
+        if "response_format" in kwargs and _refuses_format(exc, detail):
             return _ModeRefused(message, status=status)
         return ProviderRejected(message, status=status, hint=_HINTS.get(status or 0))
 

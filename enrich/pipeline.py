@@ -1,0 +1,291 @@
+"""The batch: plan each note, call the model (or the cache), rewrite, diff or write."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from . import tokens
+from .cache import Cache, request_key
+from .config import Settings
+from .errors import EnrichError, LLMError, NoteError
+from .fsio import atomic_write
+from .journal import Journal
+from .llm import call_validated, sanitize
+from .plan import Decision, decide
+from .prepare import Request, RequestBuilder
+from .providers.base import Provider
+from .rewrite import RewriteError, apply
+from .roles import RoleTable
+from .schema import Enrichment
+from .vault import Vault, VaultNote
+
+Progress = Callable[[str, "NoteResult | None", "RunReport"], None]
+
+
+@dataclass
+class RunOptions:
+    """How a run behaves."""
+
+    dry_run: bool = False
+    stale: bool = False
+    force: bool = False
+    plan_only: bool = False
+
+
+@dataclass
+class NoteResult:
+    """The outcome for one note."""
+
+    path: str
+    status: str  # enriched, would-enrich, planned, skipped, failed
+    reason: str = ""
+    diff: str = ""
+    new_tags: list[str] = field(default_factory=list)
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    repaired: bool = False
+
+
+@dataclass
+class RunReport:
+    """Totals for a run, and every note's result."""
+
+    model: str
+    provider: str = ""
+    notes_total: int = 0
+    enriched: int = 0
+    skipped: int = 0
+    failed: int = 0
+    llm_calls: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_prompt_tokens: int = 0
+    cost_usd: float | None = None
+    elapsed_s: float = 0.0
+    dry_run: bool = False
+    new_tags: list[str] = field(default_factory=list)
+    results: list[NoteResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, r: NoteResult) -> None:
+        """Count one note's result."""
+        self.results.append(r)
+        if r.status in ("enriched", "would-enrich"):
+            self.enriched += 1
+        elif r.status == "failed":
+            self.failed += 1
+        elif r.status == "skipped":
+            self.skipped += 1
+        self.llm_calls += r.calls
+        self.cached += int(r.cached)
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        self.new_tags += [t for t in r.new_tags if t not in self.new_tags]
+
+    def to_json(self) -> dict[str, Any]:
+        """The --json summary."""
+        data = {k: v for k, v in asdict(self).items() if k != "results"}
+        data["failures"] = [{"path": r.path, "reason": r.reason} for r in self.results if r.status == "failed"]
+        data["notes"] = [
+            {"path": r.path, "status": r.status, "reason": r.reason, "cached": r.cached, "new_tags": r.new_tags}
+            for r in self.results
+        ]
+        return data
+
+
+def note_diff(vn: VaultNote, new_text: str) -> str:
+    """Unified diff between the note on disk (decoded) and its new text."""
+    old = vn.raw.decode("utf-8-sig", errors="replace")
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new_text.splitlines(keepends=True), f"a/{vn.rel}", f"b/{vn.rel}"
+        )
+    )
+
+
+class Pipeline:
+    """Runs enrichment over a list of notes of one vault."""
+
+    def __init__(
+        self,
+        vault: Vault,
+        settings: Settings,
+        roles: RoleTable,
+        provider_factory: Callable[[], Provider],
+        model: str,
+        options: RunOptions,
+        progress: Progress | None = None,
+    ) -> None:
+        self.vault, self.settings, self.roles, self.options = vault, settings, roles, options
+        self.model = model
+        self._factory = provider_factory
+        self._provider: Provider | None = None
+        self.progress = progress or (lambda *_: None)
+        self.report = RunReport(model=model, dry_run=options.dry_run)
+        self.counter = tokens.counter_for(model, self.report.warnings.append)
+        self.builder = RequestBuilder(vault, settings, self.counter, model)
+        self.cache = Cache(None if options.plan_only else vault.root / ".enrich" / "cache.sqlite")
+        self._journal: Journal | None = None
+
+    # ------------------------------------------------------------ planning
+
+    def plan(self, notes: list[VaultNote]) -> list[tuple[VaultNote, Request | None, Decision]]:
+        """Decide for every note; build requests for those that need work."""
+        out: list[tuple[VaultNote, Request | None, Decision]] = []
+        for vn in notes:
+            try:
+                req = self.builder.build(vn)
+            except EnrichError as exc:
+                out.append((vn, None, Decision("failed", str(exc))))
+                continue
+            d = decide(
+                vn, self.roles, content_hash=req.content_hash, model=self.model,
+                prompt_version=req.prompts.version, stale=self.options.stale, force=self.options.force,
+                min_chars=self.settings.min_content_chars,
+            )
+            out.append((vn, req if d.needs_call else None, d))
+        return out
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, notes: list[VaultNote]) -> RunReport:
+        """Enrich the notes that need it; every other note is reported as skipped."""
+        start = time.monotonic()
+        self.report.notes_total = len(notes)
+        planned = self.plan(notes)
+        work = [(vn, req) for vn, req, d in planned if req is not None]
+        for vn, req, d in planned:
+            if req is None:
+                status = "failed" if d.status == "failed" else "skipped"
+                self._emit(NoteResult(vn.rel, status, f"{d.status}: {d.reason}" if status == "skipped" else d.reason))
+        self.report.estimated_prompt_tokens = sum(r.prompt_tokens for _, r in work)
+        self.progress("start", None, self.report)
+        try:
+            await self._run_all(work)
+        finally:
+            await self._close()
+        self.report.elapsed_s = round(time.monotonic() - start, 3)
+        self.report.cost_usd = tokens.cost(self.model, self.report.prompt_tokens, self.report.completion_tokens)
+        return self.report
+
+    async def _run_all(self, work: list[tuple[VaultNote, Request]]) -> None:
+        """Run the notes with bounded concurrency and an optional overall time limit."""
+        sem = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(vn: VaultNote, req: Request) -> None:
+            async with sem:
+                self._emit(await self._enrich_one(vn, req))
+
+        tasks = [asyncio.create_task(one(vn, req)) for vn, req in work]
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=self.settings.time_limit)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            finished = {r.path for r in self.report.results}
+            for vn, _ in work:
+                if vn.rel not in finished:
+                    self._emit(NoteResult(vn.rel, "failed", f"time limit of {self.settings.time_limit:g}s reached"))
+        for task in done:
+            task.result()
+
+    def _emit(self, result: NoteResult) -> None:
+        """Record a result and tell the progress callback."""
+        self.report.add(result)
+        self.progress("note", result, self.report)
+
+    async def _enrich_one(self, vn: VaultNote, req: Request) -> NoteResult:
+        """Get a validated result for one note and apply it; failures leave the file untouched."""
+        result = NoteResult(vn.rel, "failed", repaired=vn.repaired)
+        try:
+            value = await self._result_for(req, result)
+            self._apply(vn, req, value, result)
+        except (EnrichError, RewriteError) as exc:
+            result.status, result.reason = "failed", str(exc)
+        return result
+
+    async def _result_for(self, req: Request, result: NoteResult) -> Enrichment:
+        """The cached validated result, or a new model call (stored in the cache)."""
+        key = request_key(self.model, req.prompts.version, req.messages, req.schema)
+        hit = self.cache.get(key)
+        if hit is not None:
+            value, _, _ = hit
+            try:
+                result.cached = True
+                return sanitize(req.model_cls.model_validate(value))
+            except Exception:  # noqa: BLE001 - a stale cache entry is simply ignored
+                result.cached = False
+        call = await call_validated(
+            self._get_provider(), req.messages, req.model_cls,
+            max_tokens=self.settings.max_output_tokens, max_reasks=self.settings.max_reasks,
+        )
+        result.calls, result.prompt_tokens, result.completion_tokens = call.calls, call.prompt_tokens, call.completion_tokens
+        value_obj = sanitize(call.value)
+        self.cache.put(key, value_obj.model_dump(), self.model, call.prompt_tokens, call.completion_tokens)
+        return value_obj
+
+    def _get_provider(self) -> Provider:
+        """Create the provider on the first cache miss (a fully cached run needs none)."""
+        if self._provider is None:
+            self._provider = self._factory()
+        return self._provider
+
+    def _apply(self, vn: VaultNote, req: Request, value: Enrichment, result: NoteResult) -> None:
+        """Rewrite the note; show the diff (dry run) or write it atomically with a journal entry."""
+        tags = self.builder.vocab.merge(vn.tags, list(value.tags), self.settings.max_new_tags)
+        record = {
+            "model": self.model,
+            "prompt": req.prompts.version,
+            "at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "content": req.content_hash,
+        }
+        rw = apply(
+            vn.note, value, lang=req.lang, roles=self.roles, tags=tags,
+            resolves=lambda t: self.vault.resolve(t) is not None, record=record,
+        )
+        result.new_tags = rw.new_tags
+        new_bytes = rw.note.render()
+        if rw.dropped_links:
+            result.reason = f"dropped dangling link(s): {', '.join(rw.dropped_links)}"
+        if self.options.dry_run:
+            result.status, result.diff = "would-enrich", note_diff(vn, rw.note.text)
+            return
+        self._write(vn, new_bytes)
+        result.status = "enriched"
+
+    def _write(self, vn: VaultNote, data: bytes) -> None:
+        """Write one note if it did not change on disk since it was read."""
+        try:
+            current = vn.path.read_bytes()
+        except OSError as exc:
+            raise NoteError(vn.path, f"cannot read before writing: {exc.strerror}") from exc
+        if current != vn.raw:
+            raise NoteError(vn.path, "changed on disk during the run; left untouched")
+        if self._journal is None:
+            self._journal = Journal(self.vault.root, "run")
+        self._journal.record(vn.path, vn.raw, data)
+        atomic_write(vn.path, data, self.vault.root)
+
+    async def _close(self) -> None:
+        """Release the provider and the cache."""
+        if self._provider is not None:
+            await self._provider.aclose()
+        self.cache.close()
+
+
+def run_sync(pipeline: Pipeline, notes: list[VaultNote]) -> RunReport:
+    """Run a pipeline to completion from synchronous code."""
+    return asyncio.run(pipeline.run(notes))
+
+
+__all__ = ["Pipeline", "RunOptions", "RunReport", "NoteResult", "run_sync", "LLMError"]

@@ -1,0 +1,110 @@
+"""Build the request for one note: candidates, vocabulary, prompt, token budget, schema."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import repair
+from .config import Settings
+from .prompts import PromptSet, load_prompts
+from .providers.base import Message
+from .related import Candidate, CandidateIndex
+from .roles import KEY_POINTS
+from .schema import Enrichment, enrichment_model, json_schema
+from .tags import TagVocabulary
+from .tokens import Counter, fit_paragraphs
+from .vault import Vault, VaultNote
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_MARKERS = re.compile(r"<<<\s*ARTICLE|ARTICLE\s*>>>", re.IGNORECASE)
+_PARAS = re.compile(r"\n[ \t]*\n")
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything needed to enrich one note and to check the result."""
+
+    vn: VaultNote
+    lang: str
+    prompts: PromptSet
+    messages: list[Message]
+    model_cls: type[Enrichment]
+    schema: dict[str, Any]
+    content_hash: str
+    candidates: list[Candidate]
+    truncated: bool
+    prompt_tokens: int
+
+
+def note_language(vn: VaultNote, setting: str) -> str:
+    """zh or en: the setting, or (auto) the language of the note's headings."""
+    if setting != "auto":
+        return setting
+    sec = vn.note.section(KEY_POINTS)
+    heads = sec.title if sec else " ".join(s.title for s in vn.note.sections)
+    return "zh" if _CJK.search(heads) else "en"
+
+
+def article_text(content: str) -> str:
+    """Article text for the prompt: markup removed, paragraphs kept, delimiters neutralised."""
+    paras = (repair.visible_text(p) for p in _PARAS.split(content))
+    text = "\n\n".join(p for p in paras if p)
+    return _MARKERS.sub("[article]", text)
+
+
+class RequestBuilder:
+    """Builds requests for notes of one vault with shared indexes."""
+
+    def __init__(
+        self, vault: Vault, settings: Settings, counter: Counter, model: str, warn: Callable[[str], None] | None = None
+    ) -> None:
+        self.vault = vault
+        self.settings = settings
+        self.counter = counter
+        self.model = model
+        self.index = CandidateIndex(vault)
+        self.vocab = TagVocabulary.load(vault)
+        self._prompts: dict[str, PromptSet] = {}
+        self._vocab_line = ", ".join(self.vocab.top(40)) or "(none yet)"
+
+    def prompts(self, lang: str) -> PromptSet:
+        """The prompt set for a language (loaded and checked once)."""
+        if lang not in self._prompts:
+            self._prompts[lang] = load_prompts(lang, self.settings.prompts_dir)
+        return self._prompts[lang]
+
+    def build(self, vn: VaultNote) -> Request:
+        """Build the request for one note."""
+        lang = note_language(vn, self.settings.lang)
+        prompts = self.prompts(lang)
+        content, truncated = self.counter_fit(article_text(vn.note.content_text()))
+        cands = self.index.candidates(vn, self.settings.candidates) if self.settings.candidates else []
+        values = {
+            "title": _one_line(vn.title),
+            "content": content,
+            "candidates": "\n".join(f"{c.id}: {_one_line(c.title)}" + (f" — {c.line}" if c.line else "") for c in cands)
+            or "(none)",
+            "vocabulary": self._vocab_line,
+            "max_new_tags": str(self.settings.max_new_tags),
+            "note_id": vn.id,
+            "lang": lang,
+        }
+        messages = prompts.render(values)
+        model_cls = enrichment_model([c.id for c in cands], vn.id)
+        digest = hashlib.sha256(content.encode("utf-8")).hexdigest()[:16]
+        return Request(
+            vn, lang, prompts, messages, model_cls, json_schema(model_cls), digest, cands, truncated,
+            self.counter.count_messages(messages),
+        )
+
+    def counter_fit(self, text: str) -> tuple[str, bool]:
+        """Fit the article into --max-input-tokens, keeping whole paragraphs from the start."""
+        return fit_paragraphs(text, self.counter, self.settings.max_input_tokens)
+
+
+def _one_line(text: str) -> str:
+    """Collapse whitespace so a value stays on one prompt line."""
+    return " ".join(str(text).split())[:200]
