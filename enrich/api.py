@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .check import CheckReport, check_vault
 from .config import Settings, find_vault_root, load_settings
 from .errors import NoteError, ProviderUnavailable, UsageError
 from .journal import UndoReport, undo_last
-from .pipeline import NoteResult, Pipeline, RunOptions, RunReport, run_sync
-from .pipeline import Progress as PipelineProgress
-from .planreport import PlanReport
 from .providers import describe, make_provider
 from .providers.base import Provider
 from .roles import RoleTable
 from .vault import Vault, VaultNote, load_note, roles_for, scan_vault, vault_frequencies
+
+if TYPE_CHECKING:  # the pipeline pulls in tiktoken and openai: import it only when running
+    from .pipeline import NoteResult, RunOptions, RunReport
+    from .pipeline import Progress as PipelineProgress
+    from .planreport import PlanReport
 
 Progress = Callable[[int, int], None]
 
@@ -90,10 +92,12 @@ def model_for(settings: Settings) -> tuple[str, Callable[[], Provider], str]:
 def run(
     paths: Sequence[Path],
     flags: Mapping[str, Any] | None = None,
-    options: RunOptions | None = None,
-    progress: PipelineProgress | None = None,
-) -> RunReport:
+    options: "RunOptions | None" = None,
+    progress: "PipelineProgress | None" = None,
+) -> "RunReport":
     """Enrich notes (or, with options.dry_run, compute diffs without writing)."""
+    from .pipeline import Pipeline, RunOptions, run_sync
+
     vault, settings, roles, notes = _open_for_run(paths, flags or {})
     model, factory, description = model_for(settings)
     pipe = Pipeline(vault, settings, roles, factory, model, options or RunOptions(), progress)
@@ -110,13 +114,20 @@ def _named(path: Path, paths: Sequence[Path]) -> bool:
     return not paths or any(rp == p.resolve() or p.resolve() in rp.parents for p in paths)
 
 
-def _error_result(vault: Vault, exc: NoteError) -> NoteResult:
+def _error_result(vault: Vault, exc: NoteError) -> "NoteResult":
     """A failed result for a file that could not be read or parsed."""
+    from .pipeline import NoteResult
+
     return NoteResult(str(exc.path), "failed", exc.reason)
 
 
-def plan(paths: Sequence[Path], flags: Mapping[str, Any] | None = None, options: RunOptions | None = None) -> PlanReport:
+def plan(
+    paths: Sequence[Path], flags: Mapping[str, Any] | None = None, options: "RunOptions | None" = None
+) -> "PlanReport":
     """What `run` would do, with token and cost estimates; no model call, no write."""
+    from .pipeline import Pipeline, RunOptions
+    from .planreport import PlanReport
+
     vault, settings, roles, notes = _open_for_run(paths, flags or {})
     try:
         model, _, _ = model_for(settings)

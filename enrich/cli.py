@@ -10,6 +10,7 @@ from typing import Any, NoReturn, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import api as core
 from .errors import EnrichError
@@ -21,12 +22,12 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(exc: EnrichError) -> NoReturn:
     """Print one line to stderr and exit with the error's code."""
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err.print(Text.assemble(("error: ", "bold red"), str(exc)))
     raise typer.Exit(exc.exit_code)
 
 

@@ -46,7 +46,8 @@ __all__ = [
 
 # Bytes a Windows code page leaves undefined (and so may have dropped).
 _CP1252_HOLES = b"\x81\x8d\x8f\x90\x9d"
-_ALL_HOLES = _CP1252_HOLES + b"\x8e\x9e"  # cp1254 also lacks 8E and 9E
+# cp1254 also lacks 8E and 9E; soft hyphens (AD) get stripped as invisible.
+_ALL_HOLES = _CP1252_HOLES + b"\x8e\x9e\xad"
 # cp1254 letters that differ from cp1252 at the same byte.
 _CP1254_EXTRA = {"Ğ": 0xD0, "İ": 0xDD, "Ş": 0xDE, "ğ": 0xF0, "ı": 0xFD, "ş": 0xFE}
 _MAX_INSERTIONS = 2
@@ -110,10 +111,10 @@ def _normalise(counts: Mapping[str, float]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _Tables:
-    """The bundled table: raw single-char counts and bigram counts."""
+    """The bundled table: raw single-char counts and P(next | prev) for bigrams."""
 
     chars: dict[str, float]
-    pairs: dict[str, float]
+    follow: dict[str, dict[str, float]]
 
 
 @lru_cache(maxsize=1)
@@ -126,7 +127,11 @@ def _default_tables() -> _Tables:
         key, _, count = line.partition("\t")
         if count.strip() and 1 <= len(key) <= 2:
             (chars if len(key) == 1 else pairs)[key] = float(count)
-    return _Tables(chars, pairs)
+    follow: dict[str, dict[str, float]] = {}
+    for pair, count in pairs.items():
+        if pair[0] in chars:
+            follow.setdefault(pair[0], {})[pair[1]] = count / chars[pair[0]]
+    return _Tables(chars, follow)
 
 
 @lru_cache(maxsize=1)
@@ -160,54 +165,73 @@ def merge_frequencies(*tables: Mapping[str, float]) -> dict[str, float]:
 # ------------------------------------------------------------------- scoring
 
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_BIGRAM_WEIGHT = 0.5  # interpolation weight of P(char | previous char)
+_SPREAD = 12.0  # keep candidates within this many nats of the best one
+_BEAM = 8  # lattice states kept per byte position
 
 
-def _is_cjk(char: str) -> bool:
-    """Tell whether char is a CJK unified ideograph."""
+_NO_FOLLOWERS: dict[str, float] = {}
+_NO_PAIR = -math.log(1 - _BIGRAM_WEIGHT)  # extra cost of a char without bigram
+
+
+def _fallback_penalty(char: str) -> float:
+    """Extra cost (over the rarest known char) of a char missing from the table."""
     cp = ord(char)
-    return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2FFFF
+    if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+        return math.inf
+    if 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF:
+        return 2.0
+    if unicodedata.category(char) == "So":
+        return 3.0  # symbols, emoji
+    return 4.0 if cp < 0x10000 else 7.0  # rare astral letters/digits last
+
+
+_Option = tuple[str, float]  # (character, unigram cost)
 
 
 class _Scorer:
-    """Negative log-probability of characters, with cached completions."""
+    """Costs (negative log-probabilities) of characters, with cached candidates."""
 
     def __init__(self, freq: Mapping[str, float], holes: bytes) -> None:
         """Prepare costs from a relative frequency table."""
         self._freq = _normalise(freq)
-        floor = min(self._freq.values(), default=1e-9)
-        self.floor = -math.log(floor)
+        self.floor = -math.log(min(self._freq.values(), default=1e-9))
         self.literal = self.floor + 6.0
         self._holes = holes
-        self._cache: dict[bytes, tuple[str, float] | None] = {}
+        self._tables = _default_tables()
+        self._cache: dict[bytes, tuple[_Option, ...]] = {}
 
     def cost(self, char: str) -> float:
-        """Return the cost of emitting char."""
+        """Return the unigram cost of emitting char."""
         p = self._freq.get(char)
         if p is not None:
             return -math.log(p)
-        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
-            return math.inf
-        return self.floor + (2.0 if _is_cjk(char) else 4.0)
+        return self.floor + _fallback_penalty(char)
 
-    def complete(self, seq: bytes, length: int) -> tuple[str, float] | None:
-        """Best char whose UTF-8 form is seq plus re-inserted dropped bytes."""
+    def followers(self, prev: str) -> dict[str, float]:
+        """Return P(next | prev) for the bigrams of prev in the bundled table."""
+        return self._tables.follow.get(prev, _NO_FOLLOWERS)
+
+    def options(self, seq: bytes, length: int) -> tuple[_Option, ...]:
+        """Best chars whose UTF-8 form is seq plus re-inserted dropped bytes."""
         key = seq + bytes([length])
         if key not in self._cache:
             self._cache[key] = self._search(seq, length)
         return self._cache[key]
 
-    def _search(self, seq: bytes, length: int) -> tuple[str, float] | None:
-        """Try every placement of missing bytes and keep the cheapest char."""
-        best: tuple[str, float] | None = None
+    def _search(self, seq: bytes, length: int) -> tuple[_Option, ...]:
+        """Try every placement of missing bytes; keep the cheapest chars."""
+        found: dict[str, float] = {}
         for cand in _candidates(seq, length, self._holes):
             try:
                 char = cand.decode("utf-8")
             except UnicodeDecodeError:
                 continue
             cost = self.cost(char)
-            if cost < math.inf and (best is None or cost < best[1]):
-                best = (char, cost)
-        return best
+            if cost < math.inf:
+                found[char] = cost
+        ranked = sorted(found.items(), key=lambda kv: kv[1])
+        return tuple(o for o in ranked if o[1] <= ranked[0][1] + _SPREAD)
 
 
 def _candidates(seq: bytes, length: int, holes: bytes) -> Iterable[bytes]:
@@ -216,20 +240,16 @@ def _candidates(seq: bytes, length: int, holes: bytes) -> Iterable[bytes]:
     if missing == 0:
         yield seq
         return
-    slots = range(1, length)
-    for where in itertools.combinations(slots, missing):
+    for where in itertools.combinations(range(1, length), missing):
         for fill in itertools.product(holes, repeat=missing):
             yield _interleave(seq, where, fill)
 
 
 def _interleave(seq: bytes, where: tuple[int, ...], fill: tuple[int, ...]) -> bytes:
     """Build a sequence with fill bytes at positions where, seq elsewhere."""
-    out = bytearray()
     present = iter(seq)
     inserts = dict(zip(where, fill))
-    for pos in range(len(seq) + len(fill)):
-        out.append(inserts[pos] if pos in inserts else next(present))
-    return bytes(out)
+    return bytes(inserts[pos] if pos in inserts else next(present) for pos in range(len(seq) + len(fill)))
 
 
 # ------------------------------------------------------------------- decoding
@@ -246,53 +266,82 @@ def _seq_length(lead: int) -> int:
     return 0
 
 
-_Step = tuple[int, str, int]  # (previous position, emitted text, unresolved)
+# An edge of the lattice: (end position, options, unresolved bytes, decoded?).
+_Edge = tuple[int, tuple[_Option, ...], int, bool]
+# A lattice state, keyed by its last decoded char ("" = no context):
+# (cost, previous position, previous key, emitted text, unresolved).
+_State = tuple[float, int, str, str, int]
 
 
-def _steps(data: bytes, run: str, i: int, scorer: _Scorer) -> Iterable[tuple[int, float, str, int]]:
-    """Yield transitions (next position, cost, text, unresolved) from i."""
+def _edges(data: bytes, run: str, i: int, scorer: _Scorer) -> Iterable[_Edge]:
+    """Yield the lattice edges leaving byte position i."""
     byte = data[i]
     if byte < 0x80:
-        yield i + 1, 0.0, run[i], 0
+        yield i + 1, ((run[i], 0.0),), 0, False
         return
-    yield i + 1, scorer.literal, run[i], 1
+    yield i + 1, ((run[i], scorer.literal),), 1, False
     length = _seq_length(byte)
     for present in range(length):
         end = i + 1 + present
         if end > len(data) or any(not 0x80 <= b <= 0xBF for b in data[i + 1 : end]):
             break
-        if length - 1 - present > _MAX_INSERTIONS:
-            continue
-        found = scorer.complete(data[i:end], length)
-        if found is not None:
-            yield end, found[1], found[0], 0
+        if length - 1 - present <= _MAX_INSERTIONS:
+            options = scorer.options(data[i:end], length)
+            if options:
+                yield end, options, 0, True
+
+
+def _relax(
+    lattice: list[dict[str, _State]], i: int, states: list[tuple[str, _State]], edge: _Edge, scorer: _Scorer
+) -> None:
+    """Extend the given states at position i along one edge."""
+    end, options, unresolved, decoded = edge
+    target = lattice[end]
+    for key, state in states:
+        follow = scorer.followers(key) if decoded else _NO_FOLLOWERS
+        for char, step in options:
+            if decoded:
+                cond = follow.get(char)
+                step = step + _NO_PAIR if cond is None else _mix(step, cond)
+            cost = state[0] + step
+            new_key = char if decoded else ""
+            old = target.get(new_key)
+            if old is None or cost < old[0]:
+                target[new_key] = (cost, i, key, char, unresolved)
+
+
+def _mix(cost: float, cond: float) -> float:
+    """Cost of a char interpolating its unigram cost and P(char | prev)."""
+    return -math.log((1 - _BIGRAM_WEIGHT) * math.exp(-cost) + _BIGRAM_WEIGHT * cond)
+
+
+def _beam(states: dict[str, _State]) -> list[tuple[str, _State]]:
+    """Return the cheapest states of one position."""
+    if len(states) <= _BEAM:
+        return list(states.items())
+    return sorted(states.items(), key=lambda kv: kv[1][0])[:_BEAM]
 
 
 def _decode_run(run: str, scorer: _Scorer) -> tuple[str, int]:
     """Viterbi-decode one run of single-byte characters; return text, unresolved."""
     data = bytes(_CHAR_TO_BYTE[c] for c in run)
-    best = [math.inf] * (len(data) + 1)
-    back: list[_Step | None] = [None] * (len(data) + 1)
-    best[0] = 0.0
+    lattice: list[dict[str, _State]] = [{} for _ in range(len(data) + 1)]
+    lattice[0][""] = (0.0, -1, "", "", 0)
     for i in range(len(data)):
-        if best[i] == math.inf:
-            continue
-        for nxt, cost, text, unresolved in _steps(data, run, i, scorer):
-            if best[i] + cost < best[nxt]:
-                best[nxt] = best[i] + cost
-                back[nxt] = (i, text, unresolved)
-    return _trace(back)
+        states = _beam(lattice[i])
+        for edge in _edges(data, run, i, scorer) if states else ():
+            _relax(lattice, i, states, edge, scorer)
+    return _trace(lattice)
 
 
-def _trace(back: list[_Step | None]) -> tuple[str, int]:
-    """Follow back-pointers from the end; return text and unresolved count."""
+def _trace(lattice: list[dict[str, _State]]) -> tuple[str, int]:
+    """Follow back-pointers from the cheapest final state."""
     parts: list[str] = []
     unresolved = 0
-    pos = len(back) - 1
+    pos = len(lattice) - 1
+    key = min(lattice[pos], key=lambda k: lattice[pos][k][0])
     while pos > 0:
-        step = back[pos]
-        assert step is not None
-        pos, text, miss = step
+        _, pos, key, text, miss = lattice[pos][key]
         parts.append(text)
         unresolved += miss
     return "".join(reversed(parts)), unresolved

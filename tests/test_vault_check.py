@@ -1,0 +1,122 @@
+"""Vault index, link resolution, `enrich check` (core and CLI), safe writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from enrich.check import check_vault
+from enrich.cli import cli
+from enrich.errors import UnsafePathError
+from enrich.fsio import atomic_write
+from enrich.links import find_links
+from enrich.vault import load_note, roles_for, scan_vault
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURES = ROOT / "fixtures" / "vault"
+runner = CliRunner()
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Path:
+    """A temp copy of the fixtures vault."""
+    dest = tmp_path / "vault"
+    shutil.copytree(FIXTURES, dest)
+    return dest
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes under folder."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_links_parse_folders_headings_aliases_embeds_and_skip_code() -> None:
+    text = "[[a/b|x]] [[c#H]] ![[img.png]] [[d^blk]] `[[code]]`\n```\n[[fenced]]\n```\n"
+    got = [(ln.target, ln.heading, ln.alias, ln.embed) for ln in find_links(text)]
+    assert got == [("a/b", "", "x", False), ("c", "#H", None, False), ("img.png", "", None, True), ("d", "^blk", None, False)]
+
+
+def test_resolution_like_obsidian(vault: Path) -> None:
+    v = scan_vault(vault)
+    assert v.resolve("001-zettelkasten-basics").id == "001-zettelkasten-basics"  # type: ignore[union-attr]
+    assert v.resolve("Zettelkasten").id == "001-zettelkasten-basics"  # type: ignore[union-attr]  # alias
+    assert v.resolve("inbox/003-no-frontmatter").id == "003-no-frontmatter"  # type: ignore[union-attr]
+    assert v.resolve("003-NO-frontmatter.md") is not None
+    assert v.resolve("nope") is None
+    dangling = {ln.target for vn in v.notes for ln in v.dangling(vn)}
+    assert dangling == {"writing-is-thinking", "099-note-that-does-not-exist"}
+
+
+def test_check_fixture_vault_finds_every_kind(vault: Path) -> None:
+    (vault / "latin1.md").write_bytes("---\ntitle: caf\xe9\n---\n".encode("latin-1"))
+    (vault / "broken.md").write_text("---\n: : [\n---\nbody\n")
+    (vault / "dup.md").write_text("---\nid: 001-zettelkasten-basics\n---\n# Dup\n")
+    before = snapshot(vault)
+    v = scan_vault(vault)
+    report = check_vault(v, roles_for())
+    kinds = {(p.path, p.kind) for p in report.problems}
+    assert ("latin1.md", "not-utf8") in kinds
+    assert ("broken.md", "bad-frontmatter") in kinds
+    assert ("dup.md", "duplicate-id") in kinds
+    assert ("20260307-rss-hf_blog-001-compressed-body.md", "unusable-content") in kinds
+    assert ("20260306-rss-cn_blog-002-biao-qian-yu-ci-biao.md", "mojibake") in kinds
+    assert ("001-zettelkasten-basics.md", "dangling-link") in kinds
+    assert ("en-001-reading-papers-quickly.md", "placeholder") in kinds
+    assert snapshot(vault) == before
+
+
+def test_check_cli_json_and_exit_codes(vault: Path, tmp_path: Path) -> None:
+    res = runner.invoke(cli, ["check", str(vault), "--json"])
+    assert res.exit_code == 1
+    data = json.loads(res.stdout)
+    assert data["summary"]["by_kind"]["placeholder"] >= 5
+    assert {"path", "kind", "detail"} == set(data["problems"][0])
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "a.md").write_text("# A\n\nSee [[b]].\n")
+    (clean / "b.md").write_text("# B\n\nPlain note.\n")
+    ok = runner.invoke(cli, ["check", str(clean)])
+    assert ok.exit_code == 0, ok.output
+    missing = runner.invoke(cli, ["check", str(tmp_path / "missing")])
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    assert "Traceback" not in missing.output
+
+
+def test_check_real_vault_sample() -> None:
+    if not (SHARED / "vault-sample").is_dir():
+        pytest.skip("../shared is absent")
+    v = scan_vault(SHARED / "vault-sample")
+    report = check_vault(v, roles_for())
+    by = report.summary()["by_kind"]
+    assert by["unusable-content"] == 2 and by["bad-frontmatter"] == 5 and by["placeholder"] > 10
+    assert by["dangling-link"] > 50 and by["not-utf8"] == 0
+
+
+def test_seed_mojibake_is_repaired_in_memory(tmp_path: Path) -> None:
+    seed = SHARED / "seed" / "000_f915968f6288a123.txt"
+    if not seed.is_file():
+        pytest.skip("../shared is absent")
+    vn = load_note(seed, seed.parent, roles_for(), None)
+    assert vn.repaired
+    assert [s.title for s in vn.note.sections] == ["来源信息", "核心内容", "关键观点", "深度思考", "相关链接"]
+    assert [s.role for s in vn.note.sections] == ["source", "content", "key_points", "thoughts", "related"]
+
+
+def test_atomic_write_refuses_symlink_out_of_vault(tmp_path: Path) -> None:
+    root = tmp_path / "v"
+    root.mkdir()
+    outside = tmp_path / "outside.md"
+    outside.write_text("keep")
+    (root / "link.md").symlink_to(outside)
+    with pytest.raises(UnsafePathError):
+        atomic_write(root / "link.md", b"x", root)
+    assert outside.read_text() == "keep"
+    atomic_write(root / "a.md", b"new", root)
+    assert (root / "a.md").read_bytes() == b"new"
+    assert not [p for p in os.listdir(root) if p.endswith(".enrich-tmp")]
