@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import re
 import sys
 import time
@@ -30,6 +31,7 @@ from enrich.llm import call_validated
 from enrich.notes import parse_note
 from enrich.prompts import load_prompts
 from enrich.providers.base import Completion, Message
+from enrich.providers import local
 from enrich.providers.local import DEFAULT_SAMPLING, LocalProvider
 from enrich.schema import enrichment_model
 
@@ -59,6 +61,16 @@ Candidates (id: title):
 {{candidates}}"""
 
 
+_BANNED = r'"\x00-\x1F\x5B-\x5D<>`'
+POINT_PATTERNS = {
+    "default": local.KEY_POINT_PATTERN,
+    "letter-first": r"^[A-Za-z0-9\u4e00-\u9fff][^" + _BANNED + r"]{7,159}$",
+    "ascii": r"^[A-Za-z0-9][ !#-;=?-Z^_a-z{-~]{7,159}$",
+    "ascii-sentence": r"^[A-Z][ !#-;=?-Z^_a-z{-~]{6,158}[.!?]$",
+}
+EXAMPLE_RE = re.compile(r"\n*(Example answer:|示例回答：|Example:)\n.*\Z", re.S)
+
+
 @dataclass
 class VaultNote:
     """What the probe needs from one note."""
@@ -82,6 +94,9 @@ class Outcome:
     completion_tokens: int = 0
     errors: list[str] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
+    points: list[str] = field(default_factory=list)
+    example_copies: int = 0
+    overlap: float = 0.0
 
 
 class Recorder:
@@ -156,11 +171,28 @@ def note_lang(note: VaultNote, choice: str) -> str:
 
 
 def build_messages(args: argparse.Namespace, lang: str, values: dict[str, str]) -> list[Message]:
-    """Render the real prompt files or the tiny variant."""
+    """Render the real prompt files or the tiny variant (optionally without the example)."""
     if args.prompt == "tiny":
         fill = lambda t: re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], t)  # noqa: E731
-        return [{"role": "system", "content": TINY_SYSTEM}, {"role": "user", "content": fill(TINY_USER)}]
-    return load_prompts(lang, ROOT / "prompts").render(values)
+        msgs = [{"role": "system", "content": TINY_SYSTEM}, {"role": "user", "content": fill(TINY_USER)}]
+    else:
+        msgs = load_prompts(lang, ROOT / "prompts").render(values)
+    if args.no_example:
+        msgs[0]["content"] = EXAMPLE_RE.sub("", msgs[0]["content"])
+    return msgs
+
+
+def example_points(messages: list[Message]) -> set[str]:
+    """The key points of the one-shot example in the system prompt, if any."""
+    found = re.search(r'"key_points":\s*\[(.*?)\]', messages[0]["content"])
+    return set(re.findall(r'"([^"]+)"', found.group(1))) if found else set()
+
+
+def overlap(points: list[str], article: str) -> float:
+    """Share of the answer's words (4+ letters, or CJK chars) that occur in the article."""
+    source = _words(article)
+    words = [w for p in points for w in _words(p) if len(w) >= 4 or CJK.match(w)]
+    return sum(w in source for w in words) / len(words) if words else 0.0
 
 
 async def probe_note(args: argparse.Namespace, provider: LocalProvider, note: VaultNote, notes: list[VaultNote], vocab: str) -> Outcome:
@@ -178,14 +210,19 @@ async def probe_note(args: argparse.Namespace, provider: LocalProvider, note: Va
     model_cls = enrichment_model([c.id for c in cands], note.id)
     rec = Recorder(provider)
     start = time.perf_counter()
+    points: list[str] = []
     try:
         result = await call_validated(rec, messages, model_cls, max_tokens=args.max_tokens, max_reasks=args.reasks)
-        valid, calls, errors = True, result.calls, []
+        valid, calls, errors, points = True, result.calls, [], list(result.value.key_points)
     except LLMError as exc:
         valid, calls = False, len(rec.answers)
         errors = list(getattr(exc, "errors", [])) or [str(exc)]
     seconds = time.perf_counter() - start
-    return Outcome(note.id, lang, valid, calls, seconds, rec.prompt_tokens, rec.completion_tokens, errors, rec.answers)
+    copies = len(set(points) & example_points(messages))
+    return Outcome(
+        note.id, lang, valid, calls, seconds, rec.prompt_tokens, rec.completion_tokens, errors,
+        rec.answers, points, copies, overlap(points, note.title + " " + values["content"]),
+    )
 
 
 def error_kind(error: str) -> str:
@@ -200,6 +237,8 @@ def summarise(outcomes: list[Outcome], total_seconds: float) -> dict[str, Any]:
     n = len(outcomes) or 1
     first = sum(1 for o in outcomes if o.valid and o.calls == 1)
     kinds = collections.Counter(error_kind(e) for o in outcomes for e in o.errors)
+    valid = [o for o in outcomes if o.valid] or outcomes
+    points = [p for o in valid for p in o.points]
     return {
         "notes": len(outcomes),
         "valid_first_try": round(first / n, 3),
@@ -209,7 +248,12 @@ def summarise(outcomes: list[Outcome], total_seconds: float) -> dict[str, Any]:
         "seconds_per_call": round(sum(o.seconds for o in outcomes) / max(1, sum(o.calls for o in outcomes)), 2),
         "completion_tokens_per_call": round(sum(o.completion_tokens for o in outcomes) / max(1, sum(o.calls for o in outcomes)), 1),
         "prompt_tokens_per_call": round(sum(o.prompt_tokens for o in outcomes) / max(1, sum(o.calls for o in outcomes)), 1),
+        "tokens_per_second": round(sum(o.completion_tokens for o in outcomes) / max(0.1, sum(o.seconds for o in outcomes)), 1),
+        "notes_copying_example": sum(1 for o in outcomes if o.example_copies),
+        "points_with_cjk": round(sum(bool(CJK.search(p)) for p in points) / max(1, len(points)), 2),
+        "mean_overlap_with_article": round(sum(o.overlap for o in valid) / max(1, len(valid)), 2),
         "wall_seconds": round(total_seconds, 1),
+        "load_average": os.getloadavg(),
         "final_errors": kinds.most_common(8),
     }
 
@@ -219,6 +263,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--notes", type=int, default=8, help="how many notes to probe (default 8)")
     p.add_argument("--offset", type=int, default=0, help="skip this many notes first")
+    p.add_argument("--stride", type=int, default=1, help="take every k-th note (spread over the vault)")
     p.add_argument("--vault", type=Path, default=VAULT)
     p.add_argument("--prompt", choices=["real", "tiny"], default="real", help="prompts/*.md or the tiny variant")
     p.add_argument("--lang", choices=["auto", "en", "zh"], default="en", help="prompt language for --prompt real")
@@ -227,6 +272,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reasks", type=int, default=2)
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--no-tighten", action="store_true", help="send the schema as is (no local_schema)")
+    p.add_argument("--no-example", action="store_true", help="drop the one-shot example from the system prompt")
+    p.add_argument("--point-pattern", choices=sorted(POINT_PATTERNS), default="default", help="key point grammar")
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     p.add_argument("--seed", type=int, default=42)
     for key, value in DEFAULT_SAMPLING.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
@@ -238,14 +286,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_provider(args: argparse.Namespace) -> LocalProvider:
     """Build the provider with the sampling options from the command line."""
     sampling = {k: getattr(args, k) for k in DEFAULT_SAMPLING}
-    return LocalProvider(seed=args.seed, sampling=sampling, tighten_schema=not args.no_tighten)
+    local.KEY_POINT_PATTERN = POINT_PATTERNS[args.point_pattern]  # read by local_schema at call time
+    return LocalProvider(seed=args.seed, sampling=sampling, tighten_schema=not args.no_tighten, n_threads=args.threads)
 
 
 def report(o: Outcome, verbose: bool) -> None:
     """Print one line per note (and the raw answers with -v)."""
     status = "ok " if o.valid else "BAD"
-    print(f"{status} {o.calls} call(s) {o.seconds:5.1f}s {o.lang} {o.id[:60]}", flush=True)
-    if verbose or not o.valid:
+    print(f"{status} {o.calls} call(s) {o.seconds:5.1f}s {o.completion_tokens:4d} tok {o.lang} {o.id[:60]}", flush=True)
+    if verbose:
+        for point in o.points:
+            print(f"      - {point}")
+    if not o.valid:
         for answer in o.answers:
             print(f"      > {answer[:400]}")
         for err in o.errors[:4]:
@@ -256,7 +308,7 @@ async def main(argv: list[str] | None = None) -> int:
     """Probe the notes and print a JSON summary."""
     args = parse_args(argv)
     notes = load_vault(args.vault)
-    chosen = notes[args.offset : args.offset + args.notes]
+    chosen = notes[args.offset :: args.stride][: args.notes]
     provider = make_provider(args)
     t0 = time.perf_counter()
     await provider.load()
@@ -270,7 +322,8 @@ async def main(argv: list[str] | None = None) -> int:
         outcomes.append(outcome)
     summary = summarise(outcomes, time.perf_counter() - start)
     settings = {k: v for k, v in vars(args).items() if k not in ("vault", "out", "verbose")}
-    print(json.dumps({"settings": settings, **summary}, ensure_ascii=False, default=str, indent=1))
+    print(json.dumps({"settings": settings}, ensure_ascii=False, default=str))
+    print(json.dumps(summary, ensure_ascii=False, default=str, indent=1))
     if args.out:
         with args.out.open("w", encoding="utf-8") as fh:
             for o in outcomes:

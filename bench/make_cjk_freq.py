@@ -15,11 +15,12 @@ candidate characters when re-inserting dropped bytes, not as a language model.
 
 Bigrams: a unigram table cannot tell apart characters that differ only in a
 dropped byte (息/每 for a lost 0x81 or 0x8F, 接/来, 原/城, 量/重, 反/后, ...).
-So the file also holds a few thousand two-character lines ``ab<TAB>count``:
-word-internal bigrams (summed jieba word counts) in which one character is
-such a "loser" (a character the unigram table would not pick for its
-dropped-byte form), plus the competing bigrams of the "winners".  Only the most
-frequent ones are kept so that the whole file stays under 100 KB.
+So the file also holds ~6,000 two-character lines ``ab<TAB>count``:
+word-internal bigrams (summed jieba word counts) with an "at risk" character
+(one that loses to another character of its dropped-byte group, or wins by
+less than MARGIN, since a vault's own counts may flip it), most frequent first,
+each with its competing bigrams.  All counts are divided by 10 (--scale) so
+that the whole file stays under 100 KB.
 
 Output: UTF-8, ``key<TAB>count`` per line: single characters first (most
 frequent first), then two-character bigrams (most frequent first).
@@ -36,16 +37,43 @@ OUT = Path(__file__).resolve().parents[1] / "enrich" / "data" / "cjk_freq.txt"
 
 # Share of the CJK character total given to each punctuation mark.
 PUNCT_SHARE = {
-    "，": 0.05, "。": 0.03, "、": 0.01, "：": 0.005, "“": 0.005, "”": 0.005,
-    "（": 0.004, "）": 0.004, "《": 0.002, "》": 0.002, "！": 0.002, "？": 0.002,
-    "；": 0.001, "…": 0.0008, "—": 0.0008, "‘": 0.0005, "’": 0.0005, "·": 0.0005,
-    "「": 0.0002, "」": 0.0002, "【": 0.0002, "】": 0.0002, "～": 0.0001,
-    "–": 0.0002, "•": 0.0002, "→": 0.0001, "×": 0.0001, "°": 0.0001, "€": 0.00005,
+    "，": 0.05,
+    "。": 0.03,
+    "、": 0.01,
+    "：": 0.005,
+    "“": 0.005,
+    "”": 0.005,
+    "（": 0.004,
+    "）": 0.004,
+    "《": 0.002,
+    "》": 0.002,
+    "！": 0.002,
+    "？": 0.002,
+    "；": 0.001,
+    "…": 0.0008,
+    "—": 0.0008,
+    "‘": 0.0005,
+    "’": 0.0005,
+    "·": 0.0005,
+    "「": 0.0002,
+    "」": 0.0002,
+    "【": 0.0002,
+    "】": 0.0002,
+    "～": 0.0001,
+    "–": 0.0002,
+    "•": 0.0002,
+    "→": 0.0001,
+    "×": 0.0001,
+    "°": 0.0001,
+    "€": 0.00005,
 }
 # Common emoji (roughly in order of popularity), with a small share each.
-EMOJI = "😂❤🤣👍😭🙏😘🥰😍😊🎉😁💕🥺😅🔥🤦🤷🙄😆🤗😉🤔👏🙂😳🥳😎👌💪✨👀🚀✅⭐📌💡📝🔗"
+EMOJI = "😂❤🤣👍😭🙏😘🥰😍😊🎉😁💕🥺😅🔥🤦🤷🙄😆🤗😉🤔👏🙂😳🥳😎👌💪✨👀🚀✅⭐📌💡📝🔗🔍📊📈🎯💬⚠📚🧠🤖🛠💻🌟👉📢🔔❌⚡"
 EMOJI_SHARE_TOP = 0.0002
 # Bytes a Windows code page may have dropped (cp1252 + cp1254 holes, soft hyphen).
+# A unigram winner is still "at risk" when a vault's own counts could flip it:
+# when it beats the runner-up of its dropped-byte group by less than this factor.
+MARGIN = 10.0
 HOLES = frozenset(b"\x81\x8d\x8e\x8f\x90\x9d\x9e\xad")
 
 
@@ -66,7 +94,7 @@ def count_text(text: str, weight: int, counts: Counter[str]) -> None:
 
 def from_jieba() -> Counter[str]:
     """Sum jieba dict.txt word counts per CJK character and bigram."""
-    import jieba  # type: ignore[import-untyped]
+    import jieba
 
     path = Path(jieba.__file__).with_name("dict.txt")
     counts: Counter[str] = Counter()
@@ -90,31 +118,48 @@ def observed(char: str) -> bytes:
     return bytes(b for b in char.encode("utf-8") if b not in HOLES)
 
 
-def losers(unigrams: Counter[str]) -> dict[str, list[str]]:
-    """Map each char that loses on unigram counts to its confusion group."""
+def at_risk(unigrams: Counter[str], margin: float) -> dict[str, list[str]]:
+    """Map chars that lose, or win by less than margin, to their confusion group."""
     groups: defaultdict[bytes, list[str]] = defaultdict(list)
     for char in unigrams:
         groups[observed(char)].append(char)
     out: dict[str, list[str]] = {}
     for group in groups.values():
+        if len(group) < 2:
+            continue
         group.sort(key=lambda c: -unigrams[c])
-        out.update({c: group for c in group[1:]})
+        narrow = unigrams[group[0]] < margin * unigrams[group[1]]
+        out.update({c: group for c in group[0 if narrow else 1 :]})
     return out
 
 
-def pick_bigrams(counts: Counter[str], unigrams: Counter[str], budget: int) -> Counter[str]:
-    """Keep frequent bigrams with a loser char, plus their competing bigrams."""
-    lose = losers(unigrams)
+def pick_bigrams(
+    counts: Counter[str], unigrams: Counter[str], budget: int
+) -> Counter[str]:
+    """Keep frequent bigrams with an at-risk char, each with its competitors."""
+    risk = at_risk(unigrams, MARGIN)
+    ranked = sorted(
+        (n, pair)
+        for pair, n in counts.items()
+        if len(pair) == 2
+        and all(c in unigrams for c in pair)
+        and (pair[0] in risk or pair[1] in risk)
+    )
     picked: Counter[str] = Counter()
-    for pair in counts:
-        if len(pair) != 2 or not all(c in unigrams for c in pair):
-            continue
-        a, b = pair
-        rivals = [a + x for x in lose.get(b, [])] + [x + b for x in lose.get(a, [])]
-        for rival in rivals:
-            if counts.get(rival):
-                picked[rival] = counts[rival]  # the group includes pair itself
-    return Counter(dict(picked.most_common(budget)))
+    for n, pair in reversed(ranked):
+        a, b = pair[0], pair[1]
+        rivals = {a + x for x in risk.get(b, [b])} | {x + b for x in risk.get(a, [a])}
+        # a rival much rarer than the pair cannot change the decision: skip it
+        picked.update(
+            {
+                r: counts[r]
+                for r in rivals
+                if counts.get(r, 0) * 5 >= n and r not in picked
+            }
+        )
+        if len(picked) >= budget:
+            break
+    return picked
 
 
 def add_pseudo_counts(counts: Counter[str], top: int) -> Counter[str]:
@@ -129,20 +174,29 @@ def add_pseudo_counts(counts: Counter[str], top: int) -> Counter[str]:
     return table
 
 
+def format_lines(counts: Counter[str], scale: float) -> list[str]:
+    """Render ``key<TAB>count`` lines, most frequent first, counts divided by scale."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [f"{key}\t{max(1, round(n / scale))}" for key, n in ordered]
+
+
 def main() -> int:
     """Write the table; return a process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vault", type=Path, help="count this vault instead of jieba")
     parser.add_argument("--top", type=int, default=4000)
-    parser.add_argument("--bigrams", type=int, default=4500)
+    parser.add_argument("--bigrams", type=int, default=6200)
+    parser.add_argument(
+        "--scale", type=float, help="divide counts (default 10 for jieba)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     counts = from_vault(args.vault) if args.vault else from_jieba()
     table = add_pseudo_counts(counts, args.top)
     cjk_top = Counter({k: v for k, v in table.items() if is_cjk(k)})
     pairs = pick_bigrams(counts, cjk_top, args.bigrams)
-    lines = [f"{c}\t{n}" for c, n in sorted(table.items(), key=lambda kv: (-kv[1], kv[0]))]
-    lines += [f"{p}\t{n}" for p, n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]
+    scale = args.scale or (1.0 if args.vault else 10.0)
+    lines = format_lines(table, scale) + format_lines(pairs, scale)
     args.out.write_text("\n".join(lines) + "\n", "utf-8")
     print(f"wrote {len(lines)} entries, {args.out.stat().st_size} bytes to {args.out}")
     return 0

@@ -156,7 +156,7 @@ def _yaml_entry(key: str, value: Any, old: str | None, nl: str) -> str:
     if isinstance(value, dict):
         return f"{key}: {json.dumps(value, ensure_ascii=False)}{nl}"
     if isinstance(value, list):
-        style = _yaml_style(old) if old else {"inline": True, "sep": ", ", "quote": '"'}
+        style: dict[str, Any] = _yaml_style(old) if old else {"inline": True, "sep": ", ", "quote": '"'}
         if style.get("block") and not style.get("inline"):
             items = "".join(f"{style['indent']}- {_scalar(v, style['quote'])}{nl}" for v in value)
             return f"{key}:{nl}{items}"

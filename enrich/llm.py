@@ -54,7 +54,7 @@ def _first_object(text: str) -> Any:
         if end < 0:
             raise ValueError("JSON object is not closed (truncated answer?)")
         try:
-            value = json.loads(text[start:end])
+            value = json.loads(text[start:end], strict=False)  # raw newlines in strings are tolerated
         except json.JSONDecodeError as exc:
             reason = f"invalid JSON: {exc.msg} at char {exc.pos}"
             continue

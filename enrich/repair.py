@@ -2,22 +2,27 @@
 
 Pure functions; the only I/O is reading the bundled ``enrich/data/cjk_freq.txt``.
 
-Mojibake model: UTF-8 bytes were decoded with a Windows code page (cp1252, or
-cp1254 which differs only in a few letters) and the bytes that code page cannot
-show were silently dropped (cp1252: 81 8D 8F 90 9D; cp1254 also 8E 9E).  Every
-non-ASCII character maps back to exactly one byte, so a run of such characters
-gives back the UTF-8 byte stream minus the dropped continuation bytes.  A lead
-byte says how long its sequence is; when continuation bytes are missing we try
-re-inserting dropped bytes and keep the decoding with the best unigram score
-(a Viterbi pass over byte positions, candidates cached per sequence).
+Mojibake model: UTF-8 bytes were decoded with a Windows code page and the bytes
+it cannot show were silently dropped: cp1252 drops 81 8D 8F 90 9D; cp1254
+(Turkish, what the seed really went through: it shows 'ğ' for F0 and never
+'Ž'/'ž') also drops 8E 9E; and soft hyphens (AD) got stripped as invisible
+(策 = E7 AD 96 appears as 'ç–').  Every non-ASCII character maps back to one
+byte, so a run of them gives back the UTF-8 stream minus the dropped
+continuation bytes.  Bytes seen in the text itself are never candidates.
 
-Measured on /work/shared/seed/000_f915968f6288a123.txt: all 5 headings and every
-Chinese phrase of the note recovered exactly (90/90 CJK characters, plus the
-smart quotes and the emoji), 0 unresolved bytes.  On random strings of common
-CJK chars + ASCII (tests/test_repair.py property test) the character accuracy
-measured was about 97-98 %; failures are homographs under byte dropping (two
-common characters that differ only in a dropped byte), which no unigram model
-can separate.
+Recovery is a Viterbi pass over byte positions of each non-ASCII run: from a
+lead byte, take the continuation bytes present and re-insert up to two dropped
+ones at every position; each valid character costs -log P(char), interpolated
+with P(char | previous char) from the bigrams of the bundled table (needed for
+characters that differ only in a dropped byte: 信息/信每, 链接/链来, 原文/城文).
+A byte that fits nothing is kept as it was and counted as unresolved.
+
+Measured (tests/test_repair.py): the seed note is recovered exactly (all five
+headings, every Chinese phrase, the smart quotes and the emoji; 0 unresolved),
+also with the vault's own frequencies merged in; the 32 readable vault-sample
+notes mojibaked as cp1252 and cp1254 come back at 99.6 % of non-ASCII chars;
+random strings of frequency-weighted common CJK chars + ASCII at 97.5 %
+(cp1252; no word context there, so near-homographs fall back to unigrams).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ _CP1252_HOLES = b"\x81\x8d\x8f\x90\x9d"
 _ALL_HOLES = _CP1252_HOLES + b"\x8e\x9e\xad"
 # cp1254 letters that differ from cp1252 at the same byte.
 _CP1254_EXTRA = {"Ğ": 0xD0, "İ": 0xDD, "Ş": 0xDE, "ğ": 0xF0, "ı": 0xFD, "ş": 0xFE}
+# cp1252 letters at the bytes where cp1254 has other letters.
+_CP1252_ONLY = frozenset("ÐÝÞðýþ")
 _MAX_INSERTIONS = 2
 
 
@@ -82,7 +89,10 @@ _LEAD_CHARS = "".join(sorted(c for c, b in _CHAR_TO_BYTE.items() if 0xC2 <= b <=
 _CONT_CHARS = "".join(sorted(c for c, b in _CHAR_TO_BYTE.items() if 0x80 <= b <= 0xBF))
 _HIT_RE = re.compile(f"[{re.escape(_LEAD_CHARS)}][{re.escape(_CONT_CHARS)}]")
 _LEAD_RE = re.compile(f"[{re.escape(_LEAD_CHARS)}]")
-_RUN_RE = re.compile(f"[{re.escape(''.join(_CHAR_TO_BYTE))}]+")
+# Runs of non-ASCII single-byte chars: ASCII never sits inside a UTF-8 sequence.
+_RUN_RE = re.compile(
+    f"[{re.escape(''.join(c for c in _CHAR_TO_BYTE if not c.isascii()))}]+"
+)
 
 
 # ------------------------------------------------------------------ detection
@@ -128,9 +138,9 @@ def _default_tables() -> _Tables:
         if count.strip() and 1 <= len(key) <= 2:
             (chars if len(key) == 1 else pairs)[key] = float(count)
     follow: dict[str, dict[str, float]] = {}
-    for pair, count in pairs.items():
+    for pair, pair_count in pairs.items():
         if pair[0] in chars:
-            follow.setdefault(pair[0], {})[pair[1]] = count / chars[pair[0]]
+            follow.setdefault(pair[0], {})[pair[1]] = pair_count / chars[pair[0]]
     return _Tables(chars, follow)
 
 
@@ -146,10 +156,10 @@ def load_default_freq() -> Mapping[str, float]:
 
 
 def char_frequencies(texts: Iterable[str]) -> dict[str, float]:
-    """Build relative non-ASCII character frequencies from correct texts."""
+    """Build relative non-ASCII char frequencies, skipping mojibake/binary texts."""
     counts: Counter[str] = Counter()
     for text in texts:
-        if not looks_mojibake(text):
+        if not looks_mojibake(text) and not _looks_binary(text):
             counts.update(c for c in text if not c.isascii() and not c.isspace())
     return _normalise(counts)
 
@@ -165,7 +175,7 @@ def merge_frequencies(*tables: Mapping[str, float]) -> dict[str, float]:
 # ------------------------------------------------------------------- scoring
 
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-_BIGRAM_WEIGHT = 0.5  # interpolation weight of P(char | previous char)
+_BIGRAM_WEIGHT = 0.75  # interpolation weight of P(char | previous char)
 _SPREAD = 12.0  # keep candidates within this many nats of the best one
 _BEAM = 8  # lattice states kept per byte position
 
@@ -182,7 +192,7 @@ def _fallback_penalty(char: str) -> float:
     if 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF:
         return 2.0
     if unicodedata.category(char) == "So":
-        return 3.0  # symbols, emoji
+        return 3.0 if 0x1F300 <= cp <= 0x1FAFF else 5.0  # emoji first, then symbols
     return 4.0 if cp < 0x10000 else 7.0  # rare astral letters/digits last
 
 
@@ -249,7 +259,10 @@ def _interleave(seq: bytes, where: tuple[int, ...], fill: tuple[int, ...]) -> by
     """Build a sequence with fill bytes at positions where, seq elsewhere."""
     present = iter(seq)
     inserts = dict(zip(where, fill))
-    return bytes(inserts[pos] if pos in inserts else next(present) for pos in range(len(seq) + len(fill)))
+    return bytes(
+        inserts[pos] if pos in inserts else next(present)
+        for pos in range(len(seq) + len(fill))
+    )
 
 
 # ------------------------------------------------------------------- decoding
@@ -292,7 +305,11 @@ def _edges(data: bytes, run: str, i: int, scorer: _Scorer) -> Iterable[_Edge]:
 
 
 def _relax(
-    lattice: list[dict[str, _State]], i: int, states: list[tuple[str, _State]], edge: _Edge, scorer: _Scorer
+    lattice: list[dict[str, _State]],
+    i: int,
+    states: list[tuple[str, _State]],
+    edge: _Edge,
+    scorer: _Scorer,
 ) -> None:
     """Extend the given states at position i along one edge."""
     end, options, unresolved, decoded = edge
@@ -349,11 +366,27 @@ def _trace(lattice: list[dict[str, _State]]) -> tuple[str, int]:
 
 def _holes_for(text: str) -> bytes:
     """Dropped-byte candidates: undefined bytes not seen in the text itself."""
-    seen = {_CHAR_TO_BYTE[c] for c in set(text) if c in _CHAR_TO_BYTE}
+    chars = set(text)
+    seen = {_CHAR_TO_BYTE[c] for c in chars if c in _CHAR_TO_BYTE}
+    if chars & _CP1252_ONLY and not chars & _CP1254_EXTRA.keys():
+        seen.update(b"\x8e\x9e")  # a cp1252 decode: 8E and 9E were kept as Ž ž
     return bytes(b for b in _ALL_HOLES if b not in seen)
 
 
-def fix_mojibake(text: str, freq: Mapping[str, float] | None = None) -> RepairResult | None:
+def _latin_in_word(text: str, start: int, end: int) -> bool:
+    """Tell whether text[start:end] is one accented letter inside an ASCII word."""
+    if end - start != 1 or not text[start].isalpha():
+        return False
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    return (before.isascii() and before.isalnum()) or (
+        after.isascii() and after.isalnum()
+    )
+
+
+def fix_mojibake(
+    text: str, freq: Mapping[str, float] | None = None
+) -> RepairResult | None:
     """Recover UTF-8 text decoded as cp1252/cp1254 with undefined bytes dropped."""
     if not looks_mojibake(text):
         return None
@@ -362,7 +395,8 @@ def fix_mojibake(text: str, freq: Mapping[str, float] | None = None) -> RepairRe
     last = changed = unresolved = 0
     for match in _RUN_RE.finditer(text):
         run = match.group()
-        fixed, miss = (run, 0) if run.isascii() else _decode_run(run, scorer)
+        keep = _latin_in_word(text, match.start(), match.end())
+        fixed, miss = (run, 0) if keep else _decode_run(run, scorer)
         out.append(text[last : match.start()] + fixed)
         last = match.end()
         changed += fixed != run
@@ -373,14 +407,23 @@ def fix_mojibake(text: str, freq: Mapping[str, float] | None = None) -> RepairRe
 
 # ---------------------------------------------------------- unusable content
 
-_COMMENT_RE = re.compile(r"<!--.*?-->", re.S)
-_BLOCK_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.S | re.I)
+_COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
+_BLOCK_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
 _TAG_RE = re.compile(r"</?[A-Za-z][^>]*>")
 _MD_IMAGE_RE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _MD_LINK_RE = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_WIKILINK_RE = re.compile(r"\[\[([^\]|]*)(?:\|([^\]]*))?\]\]")
 _URL_RE = re.compile(r"(?:https?|ftp)://\S+|www\.\S+")
+_LINE_MARK_RE = re.compile(
+    r"(?m)^[ \t]{0,3}(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+|\d+\.[ \t]+)"
+)
+_EMPHASIS_RE = re.compile(r"\*\*|__|~~|`+")
+_LETTER_RE = re.compile(r"[^\W\d_]")
 _HAS_TAG_RE = re.compile(r"</?[A-Za-z][^>]*>|&(?:#\d+|[A-Za-z]+);")
-_BINARY_MAGIC = ("\x1f\x8b", "\x1f\ufffd", "\x1f\u2039")  # gzip as latin-1/utf-8/cp1252
+# gzip magic 1F 8B read as latin-1 / utf-8 with replacement / cp1252; zlib 78 9C.
+_BINARY_MAGIC = ("\x1f\x8b", "\x1f\ufffd", "\x1f\u2039", "x\ufffd")
+# U+FFFD and control chars other than tab, newline and carriage return.
+_BINARY_CHAR_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
 _BINARY_SHARE = 0.05
 
 
@@ -390,26 +433,20 @@ def visible_text(content: str) -> str:
     text = _BLOCK_RE.sub(" ", text)
     text = _TAG_RE.sub(" ", text)
     text = _MD_IMAGE_RE.sub(" ", text)
+    text = _WIKILINK_RE.sub(lambda m: m.group(2) or m.group(1), text)
     text = _MD_LINK_RE.sub(r"\1", text)
     text = _URL_RE.sub(" ", text)
+    text = _EMPHASIS_RE.sub("", _LINE_MARK_RE.sub("", text))
     text = html.unescape(text)
     return " ".join(text.split())
 
 
-def _is_binary_char(char: str) -> bool:
-    """Tell whether char is a replacement char or a control char."""
-    if char in "\t\n\r":
-        return False
-    cp = ord(char)
-    return cp == 0xFFFD or cp < 0x20 or 0x7F <= cp <= 0x9F
-
-
 def _looks_binary(content: str) -> bool:
     """Tell whether content is compressed/binary bytes decoded as text."""
-    body = content.lstrip()
-    if body.startswith(_BINARY_MAGIC) or body.startswith("x\ufffd"):
+    body = content.lstrip(" \t\r\n")
+    if body.startswith(_BINARY_MAGIC):
         return True
-    bad = sum(1 for c in body if _is_binary_char(c))
+    bad = len(_BINARY_CHAR_RE.findall(body))
     return bad >= 4 and bad >= _BINARY_SHARE * len(body)
 
 
@@ -418,7 +455,7 @@ def unusable_reason(content: str, *, min_chars: int = 80) -> str | None:
     if _looks_binary(content):
         return "binary"
     text = visible_text(content)
-    letters = sum(1 for c in text if c.isalpha())
+    letters = len(_LETTER_RE.findall(text))
     if letters == 0 and _HAS_TAG_RE.search(content):
         return "html-without-text"
     if letters < min_chars:

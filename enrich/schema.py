@@ -73,12 +73,12 @@ def enrichment_model(candidates: Sequence[str], own_id: str) -> type[Enrichment]
         item: Any = Literal["__none__"]
         max_related = 0
     else:
-        item = Literal[allowed]  # type: ignore[valid-type]
+        item = Literal[allowed]
         max_related = 5
     return create_model(
         "NoteEnrichment",
         __base__=Enrichment,
-        related=(list[item], Field(default_factory=list, max_length=max_related)),  # type: ignore[valid-type]
+        related=(list[item], Field(default_factory=list, max_length=max_related)),
     )
 
 

@@ -93,4 +93,4 @@ def cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None
     if key is None:
         return None
     p = prices[key]
-    return (prompt_tokens * p["input"] + completion_tokens * p["output"]) / 1_000_000
+    return float(prompt_tokens * p["input"] + completion_tokens * p["output"]) / 1_000_000

@@ -290,6 +290,7 @@ def test_sanitize_cleans_points() -> None:
         ('{"a": "brace } and { in a string", "b": {"c": 2}}', {"a": "brace } and { in a string", "b": {"c": 2}}),
         ('Use {curly} braces. {"a": 1}', {"a": 1}),
         ('{"a": 1} and then {"b": 2}', {"a": 1}),
+        ('{"a": "raw\nnewline"}', {"a": "raw\nnewline"}),
         ('```\n{"q": "escaped \\" quote"}\n``` text', {"q": 'escaped " quote'}),
     ],
 )
