@@ -255,8 +255,10 @@ class Pipeline:
         )
         result.new_tags = rw.new_tags
         new_bytes = rw.note.render()
-        if rw.dropped_links:
-            result.reason = f"dropped dangling link(s): {', '.join(rw.dropped_links)}"
+        notes = (["repaired mojibake"] if vn.repaired else []) + (
+            [f"dropped dangling link(s): {', '.join(rw.dropped_links)}"] if rw.dropped_links else []
+        )
+        result.reason = "; ".join(notes)
         if self.options.dry_run:
             result.status, result.diff = "would-enrich", note_diff(vn, rw.note.text)
             return

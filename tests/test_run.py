@@ -186,7 +186,7 @@ def test_missing_key_names_the_variable_and_flag(vault: Path) -> None:
 
 
 def test_plan_makes_no_call_and_estimates_tokens(vault: Path, fake_openai: FakeOpenAI) -> None:
-    res = invoke(fake_openai, "plan", str(vault), "--json")
+    res = runner.invoke(cli, ["plan", str(vault), "--json", "--base-url", fake_openai.url, "--model", "fake-model"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["summary"]["to_enrich"] == len(ENRICHABLE)
