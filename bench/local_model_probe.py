@@ -68,6 +68,7 @@ POINT_PATTERNS = {
     "ascii": r"^[A-Za-z0-9][ !#-;=?-Z^_a-z{-~]{7,159}$",
     "ascii-sentence": r"^[A-Z][ !#-;=?-Z^_a-z{-~]{6,158}[.!?]$",
 }
+SPACES = {"default": None, "pretty": '( " " | "\\n" " "? " "? " "? " "? " "? " "? )?'}
 EXAMPLE_RE = re.compile(r"\n*(Example answer:|示例回答：|Example:)\n.*\Z", re.S)
 
 
@@ -274,6 +275,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-tighten", action="store_true", help="send the schema as is (no local_schema)")
     p.add_argument("--no-example", action="store_true", help="drop the one-shot example from the system prompt")
     p.add_argument("--point-pattern", choices=sorted(POINT_PATTERNS), default="default", help="key point grammar")
+    p.add_argument("--space", choices=sorted(SPACES), default="default", help="grammar whitespace rule")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     p.add_argument("--seed", type=int, default=42)
     for key, value in DEFAULT_SAMPLING.items():
@@ -287,6 +289,7 @@ def make_provider(args: argparse.Namespace) -> LocalProvider:
     """Build the provider with the sampling options from the command line."""
     sampling = {k: getattr(args, k) for k in DEFAULT_SAMPLING}
     local.KEY_POINT_PATTERN = POINT_PATTERNS[args.point_pattern]  # read by local_schema at call time
+    local.GRAMMAR_SPACE = SPACES[args.space]
     return LocalProvider(seed=args.seed, sampling=sampling, tighten_schema=not args.no_tighten, n_threads=args.threads)
 
 

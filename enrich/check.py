@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from . import repair
 from .errors import BadFrontmatterError, NotUtf8Error
-from .roles import KEY_POINTS, MANAGED, RoleTable
+from .roles import CONTENT, KEY_POINTS, MANAGED, RoleTable
 from .vault import Vault, VaultNote
 
 KINDS = (
@@ -65,9 +65,10 @@ def _note_problems(vn: VaultNote, vault: Vault, roles: RoleTable, min_chars: int
     for sec in vn.note.sections:
         if sec.role in MANAGED and roles.is_placeholder(vn.note.body(sec)):
             out.append(Problem(vn.rel, "placeholder", f"section '{sec.title}' holds only template text"))
-    reason = unusable(vn, min_chars)
-    if reason and (reason == "binary" or vn.note.section(KEY_POINTS) is not None):
-        out.append(Problem(vn.rel, "unusable-content", reason))
+    if vn.note.section(KEY_POINTS) is not None or vn.note.section(CONTENT) is not None:
+        reason = unusable(vn, min_chars)
+        if reason and (reason == "binary" or vn.note.section(KEY_POINTS) is not None):
+            out.append(Problem(vn.rel, "unusable-content", reason))
     for link in vault.dangling(vn):
         out.append(Problem(vn.rel, "dangling-link", f"[[{link.target}]] matches no note"))
     return out

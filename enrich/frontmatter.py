@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import yaml
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 _FENCE = re.compile(r"---[ \t]*(\r\n|\n|\r)")
 _CLOSE = re.compile(r"^(---|\.\.\.)[ \t]*(\r\n|\n|\r|$)", re.MULTILINE)
 _WS = re.compile(r"\s*")
@@ -53,7 +55,7 @@ def parse(text: str) -> Frontmatter | None:
     fmt = "json" if raw.lstrip().startswith("{") else "yaml"
     error: str | None = None
     try:
-        data = json.loads(raw) if fmt == "json" else yaml.safe_load(raw)
+        data = json.loads(raw) if fmt == "json" else (fast_yaml(raw) or yaml.load(raw, Loader=_LOADER))
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         error = f"frontmatter is not valid {fmt.upper()}: {first}"
@@ -67,6 +69,56 @@ def parse(text: str) -> Frontmatter | None:
     return Frontmatter(start, body_start, body_end, end, fmt, data, error)
 
 
+_FAST_LINE = re.compile(r"([A-Za-z_][\w\-]*):(?:[ \t]+(.*?))?[ \t]*")
+_PLAIN = re.compile(r"[A-Za-z0-9\u00c0-\uffff][\w\u00c0-\uffff \-./',()&+]*")
+_NUMBERISH = re.compile(r"[0-9eExXoObB.+_\-]*")  # a digit-led plain scalar made only of these may be a number
+_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,15})")
+_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]{0,15})\.[0-9]+")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+_NOT_FAST = object()
+
+
+def fast_yaml(raw: str) -> dict[str, Any] | None:
+    """Parse the common flat `key: value` frontmatter without YAML; None when unsure."""
+    data: dict[str, Any] = {}
+    for line in raw.splitlines():
+        m = _FAST_LINE.fullmatch(line)
+        if not m:
+            return None
+        value = _fast_scalar(m.group(2) or "")
+        if value is _NOT_FAST:
+            return None
+        data[m.group(1)] = value
+    return data or None
+
+
+def _fast_scalar(v: str) -> Any:
+    """Read one scalar the way YAML would, or _NOT_FAST when it might differ."""
+    if not v:
+        return None
+    if v[0] in '"[':
+        try:
+            value = json.loads(v)
+        except ValueError:
+            return _NOT_FAST
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value))
+        return value if ok and "\\" not in v else _NOT_FAST
+    if _INT.fullmatch(v):
+        return int(v)
+    if _FLOAT.fullmatch(v):
+        return float(v)
+    if _DATE.fullmatch(v):
+        try:
+            return date.fromisoformat(v)
+        except ValueError:
+            return _NOT_FAST
+    if _PLAIN.fullmatch(v) and v.lower() not in _WORDS and " #" not in v:
+        if not v[0].isdigit() or not _NUMBERISH.fullmatch(v):
+            return v
+    return _NOT_FAST
+
+
 def _lenient(raw: str) -> dict[str, Any] | None:
     """Read `key: value` lines the way a forgiving reader would (first colon splits)."""
     data: dict[str, Any] = {}
@@ -78,7 +130,7 @@ def _lenient(raw: str) -> dict[str, Any] | None:
             return None
         value = m.group(2).strip()
         try:
-            parsed = yaml.safe_load(value) if value else None
+            parsed = yaml.load(value, Loader=_LOADER) if value else None
         except yaml.YAMLError:
             parsed = value
         data[m.group(1)] = value if isinstance(parsed, dict) and not value.startswith("{") else parsed

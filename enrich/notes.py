@@ -16,7 +16,11 @@ BOM = "\ufeff"
 _HEADING = re.compile(r"(#{1,6})(?:[ \t]+(.*?))?[ \t]*(?:[ \t]#+[ \t]*)?$")
 _FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
 _BREAK = re.compile(r"^[ ]{0,3}(?:-[ \t]*){3,}$|^[ ]{0,3}(?:\*[ \t]*){3,}$|^[ ]{0,3}(?:_[ \t]*){3,}$")
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)?")
+_CANDIDATE = re.compile(  # lines that may be headings, fences or thematic breaks (list items are skipped fast)
+    r"^[ ]{0,3}(?:#{1,6}(?:[ \t][^\r\n]*)?|`{3,}[^\r\n]*|~{3,}[^\r\n]*|(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,})"
+    r"(?=\r\n|\n|\r|\Z)",
+    re.MULTILINE,
+)
 
 
 @dataclass(frozen=True)
@@ -138,13 +142,9 @@ def _scan(text: str, start: int) -> tuple[list[tuple[int, str, int, int]], list[
     headings: list[tuple[int, str, int, int]] = []
     breaks: list[int] = []
     fence: str | None = None
-    pos = start
-    for m in _LINE.finditer(text, start):
-        line = m.group(0)
-        if not line:
-            break
-        pos = m.start()
-        bare = line.rstrip("\r\n")
+    view = text.replace("\r", "\n") if "\r" in text and "\n" not in text else text  # CR-only files
+    for m in _CANDIDATE.finditer(view, start):
+        bare = m.group(0)
         f = _FENCE.match(bare)
         if fence is not None:
             if f and f.group(1)[0] == fence[0] and len(f.group(1)) >= len(fence) and not bare.strip()[len(f.group(1)):].strip():
@@ -152,15 +152,20 @@ def _scan(text: str, start: int) -> tuple[list[tuple[int, str, int, int]], list[
             continue
         if f:
             fence = f.group(1)
-            continue
-        if bare.startswith("#"):
+        elif bare.startswith("#"):
             h = _HEADING.match(bare)
             if h:
-                headings.append((len(h.group(1)), (h.group(2) or "").strip(), pos, m.end()))
-                continue
-        if _BREAK.match(bare):
-            breaks.append(pos)
+                headings.append((len(h.group(1)), (h.group(2) or "").strip(), m.start(), _line_end(view, m.end())))
+        elif _BREAK.match(bare):
+            breaks.append(m.start())
     return headings, breaks
+
+
+def _line_end(text: str, end: int) -> int:
+    """Offset just after the newline that ends a line at `end`."""
+    if text.startswith("\r\n", end):
+        return end + 2
+    return end + 1 if end < len(text) else end
 
 
 def _trailer_start(text: str, headings: list[tuple[int, str, int, int]], breaks: list[int]) -> int:

@@ -109,6 +109,10 @@ def vault_frequencies(texts: Iterable[str]) -> dict[str, float]:
 def _rel(path: Path, root: Path) -> str:
     """Return the posix path of a note relative to the vault root (or its name)."""
     try:
+        return path.relative_to(root).as_posix()  # the scan's own paths: no syscall
+    except ValueError:
+        pass
+    try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return path.name

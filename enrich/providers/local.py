@@ -8,6 +8,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Final
@@ -47,6 +48,12 @@ KEY_POINT_PATTERN: Final = (
 )
 # A tag: ascii lowercase-kebab slug, at most 3 parts of 12 chars (<= 38 chars).
 TAG_PATTERN: Final = r"^[a-z][a-z0-9]{1,11}(-[a-z0-9]{1,11}){0,2}$"
+
+# JSON whitespace the grammar allows between tokens. llama-cpp-python's converter allows
+# one optional space only; a newline plus indent lets the model pretty-print the way it
+# was trained. None keeps the converter's rule.
+GRAMMAR_SPACE: str | None = None
+_SPACE_RULE_RE = re.compile(r"^space ::= .*$", re.M)
 
 _LOG = logging.getLogger("enrich.local")
 _quiet_callback: Any = None
@@ -236,6 +243,8 @@ class LocalProvider:
                 gbnf = llama_grammar.json_schema_to_gbnf(key)
             except Exception as exc:  # the converter raises AssertionError/KeyError/...
                 raise LLMError(f"the JSON schema cannot be turned into a grammar: {exc}") from exc
+            if GRAMMAR_SPACE is not None:
+                gbnf = _SPACE_RULE_RE.sub(lambda _: f"space ::= {GRAMMAR_SPACE}", gbnf)
             self._grammars[key] = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
         return self._grammars[key]
 

@@ -1,0 +1,5 @@
+"""python -m enrich"""
+
+from .cli import main
+
+main()
