@@ -49,6 +49,23 @@ related: ids from the candidate list that share the topic, or [].
 Example:
 {"key_points": ["Small daily notes add up to a useful archive.", "Linking new notes to old ones builds a network of ideas.", "Writing in your own words shows what you understood."], "tags": ["note-taking", "zettelkasten"], "related": ["004-linking"]}"""
 
+# Extractive variant: copying is what a 135M model does well, so ask for copied sentences.
+# Static parts first (prefix cache), the article last (closest to the answer), no example.
+EXTRACT_SYSTEM = """You pick the key sentences of an article.
+Answer with JSON:
+"key_points": 3 or 4 important sentences copied from the article,
+"tags": 1 to 4 lowercase-kebab topic words,
+"related": ids of candidate notes about the same topic, or []."""
+
+EXTRACT_USER = """Candidate notes (id: title):
+{{candidates}}
+
+Tag words: {{vocabulary}}
+
+Title: {{title}}
+Article:
+{{content}}"""
+
 TINY_USER = """Title: {{title}}
 
 <<<ARTICLE
@@ -70,6 +87,9 @@ POINT_PATTERNS = {
 }
 SPACES = {"default": None, "pretty": '( " " | "\\n" " "? " "? " "? " "? " "? " "? )?'}
 EXAMPLE_RE = re.compile(r"\n*(Example answer:|示例回答：|Example:)\n.*\Z", re.S)
+
+
+BENCH_PROMPTS = {"tiny": (TINY_SYSTEM, TINY_USER), "extract": (EXTRACT_SYSTEM, EXTRACT_USER)}
 
 
 @dataclass
@@ -100,10 +120,42 @@ class Outcome:
     overlap: float = 0.0
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])|\n+")
+MARKUP = re.compile(r"\*\*|__|\[\[|\]\]|^\s*(?:[-*+>]|\d+[.)]|#+)\s*")
+
+
+def article_sentences(text: str, limit: int = 30) -> list[str]:
+    """Plain sentences of 8-160 chars from the article, markup removed, in order."""
+    out: list[str] = []
+    for raw in SENTENCE_END.split(text):
+        sent = MARKUP.sub("", raw).strip()
+        if 8 <= len(sent) <= 160 and not re.search(r'["\\<>`\[\]\x00-\x1f]', sent) and sent not in out:
+            out.append(sent)
+    return out[:limit]
+
+
+class Extractive:
+    """Bench wrapper: key points must be sentences of the article (an enum in the schema)."""
+
+    def __init__(self, inner: Any, sentences: list[str]) -> None:
+        self.inner, self.sentences = inner, sentences
+        self.name, self.model = inner.name, inner.model
+
+    async def complete(self, messages: list[Message], schema: dict[str, Any], *, max_tokens: int) -> Completion:
+        """Swap the key point item schema for the sentence enum, then forward."""
+        schema = json.loads(json.dumps(schema))
+        if len(self.sentences) >= 3:
+            schema["properties"]["key_points"]["items"] = {"type": "string", "enum": self.sentences}
+        return await self.inner.complete(messages, schema, max_tokens=max_tokens)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
 class Recorder:
     """A provider wrapper that keeps every raw answer and token count."""
 
-    def __init__(self, inner: LocalProvider) -> None:
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.name = inner.name
         self.model = inner.model
@@ -173,9 +225,10 @@ def note_lang(note: VaultNote, choice: str) -> str:
 
 def build_messages(args: argparse.Namespace, lang: str, values: dict[str, str]) -> list[Message]:
     """Render the real prompt files or the tiny variant (optionally without the example)."""
-    if args.prompt == "tiny":
-        fill = lambda t: re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], t)  # noqa: E731
-        msgs = [{"role": "system", "content": TINY_SYSTEM}, {"role": "user", "content": fill(TINY_USER)}]
+    fill = lambda t: re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], t)  # noqa: E731
+    if args.prompt in BENCH_PROMPTS:
+        system, user = BENCH_PROMPTS[args.prompt]
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": fill(user)}]
     else:
         msgs = load_prompts(lang, ROOT / "prompts").render(values)
     if args.no_example:
@@ -209,7 +262,8 @@ async def probe_note(args: argparse.Namespace, provider: LocalProvider, note: Va
     }
     messages = build_messages(args, lang, values)
     model_cls = enrichment_model([c.id for c in cands], note.id)
-    rec = Recorder(provider)
+    inner: Any = Extractive(provider, article_sentences(values["content"])) if args.extractive else provider
+    rec = Recorder(inner)
     start = time.perf_counter()
     points: list[str] = []
     try:
@@ -266,7 +320,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--offset", type=int, default=0, help="skip this many notes first")
     p.add_argument("--stride", type=int, default=1, help="take every k-th note (spread over the vault)")
     p.add_argument("--vault", type=Path, default=VAULT)
-    p.add_argument("--prompt", choices=["real", "tiny"], default="real", help="prompts/*.md or the tiny variant")
+    p.add_argument("--prompt", choices=["real", "tiny", "extract"], default="real", help="prompts/*.md or a bench variant")
     p.add_argument("--lang", choices=["auto", "en", "zh"], default="en", help="prompt language for --prompt real")
     p.add_argument("--max-input-tokens", type=int, default=600, help="article budget in model tokens")
     p.add_argument("--max-tokens", type=int, default=600, help="answer budget")
@@ -275,6 +329,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-tighten", action="store_true", help="send the schema as is (no local_schema)")
     p.add_argument("--no-example", action="store_true", help="drop the one-shot example from the system prompt")
     p.add_argument("--point-pattern", choices=sorted(POINT_PATTERNS), default="default", help="key point grammar")
+    p.add_argument("--extractive", action="store_true", help="key points must be article sentences")
     p.add_argument("--space", choices=sorted(SPACES), default="default", help="grammar whitespace rule")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     p.add_argument("--seed", type=int, default=42)

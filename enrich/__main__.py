@@ -1,5 +1,6 @@
-"""python -m enrich"""
+"""`python -m enrich`: the same command line as the `enrich` script."""
 
 from .cli import main
 
-main()
+if __name__ == "__main__":
+    main()

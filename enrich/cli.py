@@ -111,6 +111,9 @@ def run(
     max_new_tags: Optional[int] = typer.Option(None, "--max-new-tags", help="New tags allowed per note (default 2)."),
     prompts: Optional[Path] = PromptsOpt,
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop the batch after this many seconds."),
+    rpm: Optional[int] = typer.Option(None, "--rpm", help="Requests per minute allowed (default: learnt from the server)."),
+    tpm: Optional[int] = typer.Option(None, "--tpm", help="Tokens per minute allowed (default: learnt from the server)."),
+    batch: bool = typer.Option(False, "--batch", help="Submit through the Batch API; collect with `enrich batch collect`."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Write key points, tags and related links into notes that need them (one validated LLM call per note).
@@ -124,7 +127,13 @@ def run(
         model=model, base_url=base_url, provider=provider, api_key_env=api_key_env, lang=lang,
         concurrency=concurrency, max_input_tokens=max_input_tokens, max_output_tokens=max_tokens,
         max_reasks=max_reasks, max_new_tags=max_new_tags, prompts_dir=prompts, time_limit=time_limit,
+        rpm=rpm, tpm=tpm,
     )
+    if batch:
+        from .cli_batch import submit
+
+        submit(paths or [], flags, RunOptions(stale=stale, force=force), as_json)
+        return
     progress = RunProgress(err, quiet=as_json)
     try:
         report = core.run(paths or [], flags, RunOptions(dry_run=dry_run, stale=stale, force=force), progress)
@@ -142,6 +151,9 @@ def run(
             if r.status == "failed":
                 err.print(f"failed: {r.path}: {r.reason}", markup=False, highlight=False)
         out.print(run_table(report))
+    if report.interrupted:
+        err.print(f"interrupted: {report.enriched} notes written, {report.left} left; run again to continue", markup=False)
+        raise typer.Exit(130)
     raise typer.Exit(1 if report.failed else 0)
 
 
@@ -201,6 +213,16 @@ def undo(vault: Optional[Path] = VaultArg, as_json: bool = JsonOpt) -> None:
         for p, r in rep.skipped:
             err.print(f"left alone {p}: {r}", markup=False)
     raise typer.Exit(1 if rep.skipped else 0)
+
+
+def _register_commands() -> None:
+    """Add the command groups that live in their own modules."""
+    from . import cli_links
+
+    cli_links.register(cli)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 __all__ = ["html_to_markdown", "html_to_text", "safe_url", "text_to_markdown"]
 
-# Elements dropped with everything inside them.
-_DROP = frozenset(
+_DROP = frozenset(  # dropped with everything inside; a void one (no end tag) drops only itself
     "script style iframe frame frameset object embed applet form noscript template svg math canvas "
     "head title button select textarea input video audio source track param dialog portal".split()
 )
-# Elements that never have an end tag (a dropped void element must not open a dropped region).
 _VOID = frozenset("area base br col embed hr img input keygen link meta param source track wbr".split())
 _BLOCK = frozenset(
     "p div section article header footer main aside nav figure figcaption address details summary "
@@ -23,80 +22,59 @@ _BLOCK = frozenset(
 _EMPHASIS = {"strong": "**", "b": "**", "em": "*", "i": "*", "del": "~~", "s": "~~", "strike": "~~"}
 _SAFE_SCHEMES = ("http", "https", "mailto")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
-_URL_JUNK = re.compile(r"[\x00-\x20\x7f]")
+_URL_JUNK = re.compile(r"[\x00-\x1f\x7f]")
 _WS = re.compile(r"[ \t\n\r\f\v\u00a0]+")
 _TAG_START = re.compile(r"<(?=[A-Za-z!/?])")
 _ENTITY_LIKE = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 # Line starts that would change the note's structure: ATX headings, fences, thematic breaks, setext underlines.
 _RISKY_LINE = re.compile(r"^(#{1,6}(?=[ \t]|$)|`{3,}|~{3,}|(?:[-*_][ \t]*){3,}$|=+[ \t]*$|-+[ \t]*$)")
+_BRACKET = re.compile(r"(\\*)([\[\]])")
+_CLOSING_HASHES = re.compile(r"([ \t])(#+)$")
+_DROPPED_BLOCK = re.compile(r"<(script|style|template|noscript)\b.*?(?:</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
+_ANY_TAG = re.compile(r"<[A-Za-z/!?][^>]*>?")
 _BR = "\x00"  # marks a hard line break inside inline text until the block is flushed
 
 
 def safe_url(url: str | None, base: str | None = None) -> str | None:
     """Return an absolute http(s)/mailto URL (resolved against base) or None when unsafe."""
-    if not url:
-        return None
-    clean = _URL_JUNK.sub("", url)
+    clean = _URL_JUNK.sub("", url or "").strip(" ")
     if not clean:
         return None
     m = _SCHEME.match(clean)
-    if m is None:
-        if not base or clean.startswith("//") and not base:
-            return clean if not clean.startswith("//") else None
+    if m is None and base:
         clean = urljoin(base, clean)
         m = _SCHEME.match(clean)
-        if m is None:
-            return None
-    if m.group(1).lower() not in _SAFE_SCHEMES:
-        return None
-    return clean.replace("(", "%28").replace(")", "%29").replace("<", "%3C").replace(">", "%3E")
+    if m is None or m.group(1).lower() not in _SAFE_SCHEMES:
+        return None  # unsafe scheme, or relative with nothing to resolve it against
+    for ch, code in (" ", "%20"), ("(", "%28"), (")", "%29"), ("<", "%3C"), (">", "%3E"), ('"', "%22"):
+        clean = clean.replace(ch, code)
+    return clean
 
 
 def _escape_text(text: str) -> str:
-    """Neutralise raw HTML, entities and wikilinks inside a text node."""
+    """Neutralise raw HTML, entities, links and wikilinks written as text."""
     text = _ENTITY_LIKE.sub("&amp;", text)
     text = _TAG_START.sub("&lt;", text)
-    return text.replace("[[", "\\[\\[").replace("]]", "\\]\\]")
+    return _BRACKET.sub(lambda m: m.group(1) * 2 + "\\" + m.group(2), text)
 
 
 def _escape_line(line: str) -> str:
-    """Backslash-escape a text line that Markdown would read as a heading, fence or break."""
-    stripped = line.lstrip(" ")
-    if _RISKY_LINE.match(stripped):
-        return "\\" + stripped
-    return stripped if len(line) - len(stripped) > 3 else line
-
-
-def _label(text: str) -> str:
-    """Escape brackets in link text or image alt text."""
-    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+    """Backslash-escape a (stripped) text line that Markdown would read as a heading, fence or break."""
+    return "\\" + line if _RISKY_LINE.match(line) else line
 
 
 @dataclass
 class _Container:
     """A list item or blockquote: the prefix of its first line and of the following ones."""
-
     first: str
     rest: str
-    used: bool = False
-
-    def prefix(self) -> str:
-        """The prefix for the next line (the list marker once, then indentation)."""
-        return self.rest if self.used else self.first
-
-
-@dataclass
-class _ListState:
-    """An open ul/ol and its item counter."""
-
-    ordered: bool
-    counter: int = 0
+    item_depth: int = 0  # list nesting level for list items, 0 for blockquotes
+    used: bool = False  # the first line (with the list marker) was written
 
 
 @dataclass
 class _Table:
     """Rows of cells collected until </table>."""
-
     rows: list[list[str]] = field(default_factory=list)
     row: list[str] | None = None
     cell_start: int | None = None
@@ -112,24 +90,20 @@ class _Converter(HTMLParser):
         self.inline: list[str] = []
         self.drop: list[str] = []
         self.containers: list[_Container] = []
-        self.lists: list[_ListState] = []
+        self.lists: list[int] = []  # per open list: the last ordered item number, or -1 for <ul>
         self.marks: list[tuple[str, int, str]] = []  # (tag, inline index, href or marker)
         self.heading: int | None = None
         self.pre: list[str] | None = None
         self.pre_lang = ""
         self.code_start: int | None = None
         self.table: _Table | None = None
-
-    # ------------------------------------------------------------ events
+        self.last_in_list = False
+        self.last_boxes: list[_Container] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         """Open an element."""
-        if self.drop:
+        if self.drop or tag in _DROP:
             if tag in _DROP and tag not in _VOID:
-                self.drop.append(tag)
-            return
-        if tag in _DROP:
-            if tag not in _VOID:
                 self.drop.append(tag)
             return
         a = {k.lower(): v or "" for k, v in attrs}
@@ -166,13 +140,13 @@ class _Converter(HTMLParser):
             return
         if self.pre is not None:
             self.pre.append(data)
-        else:
-            self.inline.append(_escape_text(data))
-
-    # ------------------------------------------------------------ element handling
+        else:  # code spans are literal: no escaping inside them
+            self.inline.append(data if self.code_start is not None else _escape_text(data))
 
     def _start(self, tag: str, a: dict[str, str]) -> None:
         """Open a non-dropped element outside <pre>."""
+        if self.code_start is not None and tag in ("a", "img", "code", *_EMPHASIS):
+            return  # nothing nests inside a code span
         if tag in _BLOCK or tag == "p":
             self._block_break()
         elif tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
@@ -185,7 +159,10 @@ class _Converter(HTMLParser):
             self._emit(["* * *"])
         elif tag in ("ul", "ol"):
             self._flush()
-            self.lists.append(_ListState(tag == "ol"))
+            if not self.lists:
+                self.last_in_list = False  # a new top-level list is never glued to the previous one
+            start = a.get("start", "1").strip()
+            self.lists.append(-1 if tag == "ul" else int(start) - 1 if start.isdigit() and len(start) < 9 else 0)
         elif tag == "li":
             self._start_item()
         elif tag == "blockquote":
@@ -207,6 +184,8 @@ class _Converter(HTMLParser):
 
     def _end(self, tag: str) -> None:
         """Close a non-dropped element outside <pre>."""
+        if self.code_start is not None and tag in ("a", *_EMPHASIS):
+            return
         if tag in _BLOCK or tag == "p":
             self._block_break()
         elif tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
@@ -214,13 +193,13 @@ class _Converter(HTMLParser):
         elif tag in ("ul", "ol"):
             self._flush()
             if self.lists:
+                self._close(len(self.lists))
                 self.lists.pop()
-                self._pop_container(item=True)
         elif tag == "li":
             self._flush()
         elif tag == "blockquote":
             self._flush()
-            self._pop_container(item=False)
+            self._close(0)
         elif tag == "code" and self.code_start is not None:
             self._close_code()
         elif tag in _EMPHASIS or tag == "a":
@@ -239,22 +218,17 @@ class _Converter(HTMLParser):
         """Start a list item: close the previous one at this level and push its marker."""
         self._flush()
         if not self.lists:
-            self.lists.append(_ListState(False))
-        state = self.lists[-1]
-        depth = len(self.lists)
-        if self.containers and getattr(self.containers[-1], "item_depth", 0) == depth:
-            self.containers.pop()
-        state.counter += 1
-        marker = f"{state.counter}. " if state.ordered else "- "
-        box = _Container(marker, " " * len(marker))
-        setattr(box, "item_depth", depth)
-        self.containers.append(box)
+            self.lists.append(-1)
+        self._close(len(self.lists))
+        if self.lists[-1] >= 0:
+            self.lists[-1] += 1
+        marker = f"{self.lists[-1]}. " if self.lists[-1] >= 0 else "- "
+        self.containers.append(_Container(marker, " " * len(marker), len(self.lists)))
 
-    def _pop_container(self, *, item: bool) -> None:
-        """Close the innermost list item (item=True) or blockquote."""
+    def _close(self, depth: int) -> None:
+        """Drop the innermost item of the list at `depth` (0: blockquote) and all it holds open."""
         for i in range(len(self.containers) - 1, -1, -1):
-            is_item = hasattr(self.containers[i], "item_depth")
-            if is_item == item:
+            if self.containers[i].item_depth == depth:
                 del self.containers[i:]
                 return
 
@@ -262,7 +236,7 @@ class _Converter(HTMLParser):
         """Add an image as ![alt](src) when its source is safe."""
         src = safe_url(a.get("src"), self.base)
         if src is not None and not src.lower().startswith("mailto:"):
-            alt = _label(_WS.sub(" ", a.get("alt", "")).strip())
+            alt = _escape_text(_WS.sub(" ", a.get("alt", "")).strip())
             self.inline.append(f"![{alt}]({src})")
 
     def _close_code(self) -> None:
@@ -297,8 +271,7 @@ class _Converter(HTMLParser):
         if not core:
             self.inline.append(inner)
         elif tag == "a":
-            text = core if core.startswith("![") else _label_link(core)
-            self.inline.append(f"{lead}[{text}]({extra}){trail}" if extra else inner)
+            self.inline.append(f"{lead}[{core}]({extra}){trail}" if extra else inner)
         else:
             self.inline.append(f"{lead}{extra}{core}{extra}{trail}")
 
@@ -309,7 +282,7 @@ class _Converter(HTMLParser):
         longest = max((len(r) for r in re.findall(r"`{3,}", body)), default=2)
         fence = "`" * (longest + 1)
         if body.strip():
-            self._emit([fence + self.pre_lang, *body.splitlines(), fence], raw=True)
+            self._emit([fence + self.pre_lang, *body.splitlines(), fence])
 
     def _table_start(self, tag: str) -> None:
         """Open a table, row or cell."""
@@ -341,20 +314,12 @@ class _Converter(HTMLParser):
             if t.row:
                 t.rows.append(t.row)
             t.row = None
-        if tag == "table":
+        if tag == "table" and t.rows:  # written as a GFM table, the first row as its header
+            self.table, width = None, max(len(r) for r in t.rows)
+            lines = ["| " + " | ".join(r + [""] * (width - len(r))) + " |" for r in t.rows]
+            self._emit(lines[:1] + ["|" + " --- |" * width] + lines[1:])
+        elif tag == "table":
             self.table = None
-            self._emit_table(t.rows)
-
-    def _emit_table(self, rows: list[list[str]]) -> None:
-        """Write collected rows as a GFM table."""
-        if not rows:
-            return
-        width = max(len(r) for r in rows)
-        lines = ["| " + " | ".join(r + [""] * (width - len(r))) + " |" for r in rows]
-        lines.insert(1, "|" + " --- |" * width)
-        self._emit(lines, raw=True)
-
-    # ------------------------------------------------------------ output
 
     def _flush(self) -> None:
         """Turn the pending inline text into a paragraph or heading block."""
@@ -368,30 +333,29 @@ class _Converter(HTMLParser):
         if level is not None:
             line = _WS.sub(" ", text.replace(_BR, " ")).strip()
             if line:
-                self._emit(["#" * level + " " + line.rstrip("#").rstrip() or line], raw=True)
+                self._emit(["#" * level + " " + _CLOSING_HASHES.sub(r"\1\\\2", line)])
             return
-        lines = [_WS.sub(" ", part).strip() for part in text.split(_BR)]
-        while lines and not lines[0]:
-            lines.pop(0)
-        while lines and not lines[-1]:
-            lines.pop()
-        if lines:
-            self._emit([_escape_line(ln) for ln in lines if ln] or lines)
+        body = "\n".join(_escape_line(_WS.sub(" ", part).strip()) for part in text.split(_BR)).strip("\n")
+        if body:
+            self._emit(body.split("\n"))
 
-    def _emit(self, lines: list[str], raw: bool = False) -> None:
+    def _emit(self, lines: list[str]) -> None:
         """Add a block with the container prefixes (list markers, quote marks)."""
+        starts_item = any(c.item_depth and not c.used for c in self.containers)
+        if self.blocks:  # the blank line between blocks keeps the quote marks both blocks share
+            shared = next((i for i, (a, b) in enumerate(zip(self.containers, self.last_boxes)) if a is not b),
+                          min(len(self.containers), len(self.last_boxes)))
+            sep = "".join(c.rest for c in self.containers[:shared]).rstrip()
+            self.blocks.append("\n" if starts_item and self.last_in_list else "\n" + sep + "\n")
         out: list[str] = []
         for line in lines:
-            prefix = "".join(c.prefix() for c in self.containers)
+            prefix = "".join(c.rest if c.used else c.first for c in self.containers)
             for c in self.containers:
                 c.used = True
-            out.append((prefix + line).rstrip() if line or not raw else prefix.rstrip())
-        tight = bool(self.blocks) and bool(self.containers) and self.containers[-1].first != self.containers[-1].rest
-        sep = "".join(c.rest for c in self.containers).rstrip()
-        starts_item = any(lines) and any(o.lstrip(" >").startswith(("- ", *(f"{n}. " for n in range(1, 10)))) for o in out[:1])
-        if self.blocks:
-            self.blocks.append("\n" if tight and starts_item else "\n" + sep + "\n")
+            out.append((prefix + line).rstrip())
         self.blocks.append("\n".join(out))
+        self.last_in_list = any(c.item_depth for c in self.containers)
+        self.last_boxes = list(self.containers)
 
     def result(self) -> str:
         """Finish and return the Markdown."""
@@ -403,11 +367,6 @@ class _Converter(HTMLParser):
         self._flush()
         text = "".join(self.blocks)
         return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
-
-
-def _label_link(text: str) -> str:
-    """Escape brackets in link text that holds no image."""
-    return text.replace("[", "\\[").replace("]", "\\]")
 
 
 def _code_lang(cls: str) -> str:
@@ -423,48 +382,16 @@ def html_to_markdown(html: str, base_url: str | None = None) -> str:
     return conv.result()
 
 
-class _TextOnly(HTMLParser):
-    """Collect the visible text of HTML (dropped elements removed)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.drop: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        """Enter a dropped element, or separate block text."""
-        if tag in _DROP and tag not in _VOID:
-            self.drop.append(tag)
-        elif tag in _BLOCK or tag in ("br", "li", "p"):
-            self.parts.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        """Leave a dropped element."""
-        if tag in self.drop:
-            while self.drop.pop() != tag:
-                pass
-
-    def handle_data(self, data: str) -> None:
-        """Keep text outside dropped elements."""
-        if not self.drop:
-            self.parts.append(data)
-
-
 def html_to_text(html: str) -> str:
     """Visible text of an HTML fragment on one line (for titles), entities decoded."""
-    parser = _TextOnly()
-    parser.feed(html)
-    parser.close()
-    return _WS.sub(" ", "".join(parser.parts)).strip()
+    text = _DROPPED_BLOCK.sub(" ", html)
+    return _WS.sub(" ", unescape(_ANY_TAG.sub(" ", text))).strip()
 
 
 def text_to_markdown(text: str) -> str:
     """Plain text to Markdown: paragraphs kept, lines that would change the structure escaped."""
-    paras = re.split(r"\n[ \t]*\n+", text.replace("\r\n", "\n").replace("\r", "\n"))
     out: list[str] = []
-    for para in paras:
-        lines = [_escape_line(_escape_text(_WS.sub(" ", ln).strip())) for ln in para.split("\n")]
-        lines = [ln for ln in lines if ln]
-        if lines:
-            out.append("\n".join(lines))
-    return "\n\n".join(out)
+    for para in re.split(r"\n[ \t]*\n+", text.replace("\r\n", "\n").replace("\r", "\n")):
+        lines = (_escape_line(_escape_text(_WS.sub(" ", ln).strip())) for ln in para.split("\n"))
+        out.append("\n".join(ln for ln in lines if ln))
+    return "\n\n".join(p for p in out if p)

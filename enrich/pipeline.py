@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from types import FrameType
 from typing import Any, Callable
 
 from . import tokens
@@ -19,6 +24,7 @@ from .llm import call_validated, sanitize
 from .plan import Decision, decide
 from .prepare import Request, RequestBuilder
 from .providers.base import Provider
+from .ratelimit import Estimator, RateLimiter
 from .rewrite import RewriteError, apply
 from .roles import RoleTable
 from .schema import Enrichment
@@ -42,7 +48,7 @@ class NoteResult:
     """The outcome for one note."""
 
     path: str
-    status: str  # enriched, would-enrich, planned, skipped, failed
+    status: str  # enriched, would-enrich, planned, skipped, failed, interrupted
     reason: str = ""
     diff: str = ""
     new_tags: list[str] = field(default_factory=list)
@@ -71,6 +77,9 @@ class RunReport:
     cost_usd: float | None = None
     elapsed_s: float = 0.0
     dry_run: bool = False
+    interrupted: bool = False
+    left: int = 0  # notes not finished because the run was interrupted
+    rate_limited: int = 0  # answers with HTTP 429
     new_tags: list[str] = field(default_factory=list)
     results: list[NoteResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -84,6 +93,8 @@ class RunReport:
             self.failed += 1
         elif r.status == "skipped":
             self.skipped += 1
+        elif r.status == "interrupted":
+            self.left += 1
         self.llm_calls += r.calls
         self.cached += int(r.cached)
         self.prompt_tokens += r.prompt_tokens
@@ -133,7 +144,11 @@ class Pipeline:
         self.counter = tokens.counter_for(model, self.report.warnings.append)
         self.builder = RequestBuilder(vault, settings, self.counter, model)
         self.cache = Cache(None if options.plan_only else vault.root / ".enrich" / "cache.sqlite")
+        self.limiter = RateLimiter(settings.rpm, settings.tpm, Estimator(self.counter))
+        self.calling = False  # True while model calls are in flight (signals then stop cleanly)
         self._journal: Journal | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ planning
 
@@ -151,6 +166,8 @@ class Pipeline:
                 prompt_version=req.prompts.version, stale=self.options.stale, force=self.options.force,
                 min_chars=self.settings.min_content_chars,
             )
+            if d.needs_call and self.limiter.estimator is not None:
+                self.limiter.estimator.seed(req.messages, req.prompt_tokens)
             out.append((vn, req if d.needs_call else None, d))
         return out
 
@@ -159,6 +176,7 @@ class Pipeline:
     async def run(self, notes: list[VaultNote]) -> RunReport:
         """Enrich the notes that need it; every other note is reported as skipped."""
         start = time.monotonic()
+        self._loop = asyncio.get_running_loop()
         self.report.notes_total = len(notes)
         planned = self.plan(notes)
         work = [(vn, req) for vn, req, d in planned if req is not None]
@@ -172,32 +190,73 @@ class Pipeline:
             await self._run_all(work)
         finally:
             await self._close()
+        self._note_throttling()
         self.report.elapsed_s = round(time.monotonic() - start, 3)
         self.report.cost_usd = tokens.cost(self.model, self.report.prompt_tokens, self.report.completion_tokens)
         return self.report
 
     async def _run_all(self, work: list[tuple[VaultNote, Request]]) -> None:
-        """Run the notes with bounded concurrency and an optional overall time limit."""
+        """Run the notes with bounded concurrency, an optional overall time limit, and clean interruption."""
         sem = asyncio.Semaphore(self.settings.concurrency)
 
         async def one(vn: VaultNote, req: Request) -> None:
             async with sem:
                 self._emit(await self._enrich_one(vn, req))
 
-        tasks = [asyncio.create_task(one(vn, req)) for vn, req in work]
-        if not tasks:
+        if not work or self.report.interrupted:
+            self._mark_unfinished(work)
             return
-        done, pending = await asyncio.wait(tasks, timeout=self.settings.time_limit)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-            finished = {r.path for r in self.report.results}
-            for vn, _ in work:
-                if vn.rel not in finished:
-                    self._emit(NoteResult(vn.rel, "failed", f"time limit of {self.settings.time_limit:g}s reached"))
+        self.calling = True
+        try:
+            self._tasks = tasks = [asyncio.create_task(one(vn, req)) for vn, req in work]
+            pending: set[asyncio.Task[None]] = set(tasks)  # if we are cancelled from outside: stop them all
+            try:
+                done, pending = await asyncio.wait(tasks, timeout=self.settings.time_limit)
+            finally:
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            self.calling = False
+            self.limiter.close()
+        self._mark_unfinished(work)
         for task in done:
-            task.result()
+            if not task.cancelled():
+                task.result()
+
+    def _mark_unfinished(self, work: list[tuple[VaultNote, Request]]) -> None:
+        """Report every note without a result: interrupted (untouched) or out of time."""
+        finished = {r.path for r in self.report.results}
+        for vn, _ in work:
+            if vn.rel in finished:
+                continue
+            if self.report.interrupted:
+                self._emit(NoteResult(vn.rel, "interrupted", "not finished; run again to continue"))
+            else:
+                self._emit(NoteResult(vn.rel, "failed", f"time limit of {self.settings.time_limit:g}s reached"))
+
+    def interrupt(self) -> None:
+        """Stop the run: cancel the calls in flight; a note is only ever written whole, or not at all."""
+        if not self.report.interrupted:
+            self.report.interrupted = True
+            for task in self._tasks:
+                task.cancel()
+
+    def request_interrupt(self) -> None:
+        """Ask the running loop to interrupt (safe from a signal handler)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.interrupt)
+
+    def _note_throttling(self) -> None:
+        """Put the limiter's 429 count into the report."""
+        stats = self.limiter.stats
+        self.report.rate_limited = stats.throttled
+        if stats.throttled:
+            self.report.warnings.append(
+                f"the server answered 429 (rate limited) {stats.throttled} time(s); "
+                f"the shared request rate was cut {stats.slowdowns} time(s)"
+            )
 
     def _emit(self, result: NoteResult) -> None:
         """Record a result and tell the progress callback."""
@@ -238,6 +297,8 @@ class Pipeline:
         """Create the provider on the first cache miss (a fully cached run needs none)."""
         if self._provider is None:
             self._provider = self._factory()
+            if hasattr(self._provider, "limiter"):  # HTTP providers pace every attempt through the run's limiter
+                self._provider.limiter = self.limiter
         return self._provider
 
     def _apply(self, vn: VaultNote, req: Request, value: Enrichment, result: NoteResult) -> None:
@@ -286,8 +347,30 @@ class Pipeline:
 
 
 def run_sync(pipeline: Pipeline, notes: list[VaultNote]) -> RunReport:
-    """Run a pipeline to completion from synchronous code."""
-    return asyncio.run(pipeline.run(notes))
+    """Run a pipeline to completion from synchronous code; SIGINT/SIGTERM stop it cleanly."""
+    with stop_on_signals(pipeline):
+        return asyncio.run(pipeline.run(notes))
+
+
+@contextmanager
+def stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
+    """While calls run, SIGINT/SIGTERM interrupt cleanly; before that, or a second time, they stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if pipeline.calling and not pipeline.report.interrupted:
+            pipeline.request_interrupt()
+        else:
+            raise KeyboardInterrupt  # nothing half-done can be left: writes are atomic
+
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 __all__ = ["Pipeline", "RunOptions", "RunReport", "NoteResult", "run_sync", "LLMError"]

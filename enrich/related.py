@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -13,17 +14,24 @@ from scipy import sparse
 from . import repair
 from .links import is_attachment
 from .roles import KEY_POINTS, default_roles
-from .tags import fold_tag
+from .tags import fold_tag, singular
 from .vault import Vault, VaultNote
 
 FloatArray = npt.NDArray[np.float32]
 
 CONTENT_TOKENS = 300  # tokens of article text indexed per note
-CONTENT_CHARS = 4000  # raw characters looked at to find them
+CONTENT_CHARS = 2500  # raw characters looked at to find them
+BINARY_PROBE = 400  # characters checked for compressed/binary content
 LINE_CHARS = 100
+QUERY_TERMS = 10000  # terms of a note used to find similar notes
 W_TEXT, W_TAGS, W_LINKS, W_BACKLINK = 1.0, 0.35, 0.35, 0.25
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_WORD = re.compile(r"[a-z0-9]+")
+_CJK_RUN = re.compile(f"[{_CJK}]+")
+_MARKUP = re.compile(r"<[^>\n]*>|\]\([^)\n]*\)|\w+://\S+")
+_BINARY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
+_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+", re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 _BAD_ID_CHARS = re.compile(r"[\[\]|#^]")
 _STOPWORDS = frozenset(
@@ -46,30 +54,53 @@ class Candidate:
     score: float
 
 
-def _stem(word: str) -> str:
-    """Fold simple English plurals (agents -> agent, libraries -> library)."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
+def _word(word: str) -> str:
+    """An English token as indexed: '' for stopwords and numbers, simple plurals folded."""
+    if len(word) < 2 or word in _STOPWORDS or word.isdigit():
+        return ""
+    return singular(word)
 
 
-def tokenize(text: str, limit: int | None = None) -> list[str]:
-    """Lowercase English words without stopwords, and CJK character bigrams."""
+_WORDS: dict[str, str] = {}
+_MEMO_LIMIT = 1_000_000
+
+
+def _words(text: str, limit: int | None) -> list[str]:
+    """English tokens of lowercased text (normalisation memoised per word)."""
+    words = _WORD.findall(text)
+    if limit is not None:
+        words = words[: limit * 2]
+    missing = set(words).difference(_WORDS)
+    if len(_WORDS) + len(missing) > _MEMO_LIMIT:
+        _WORDS.clear()
+        missing = set(words)
+    for w in missing:
+        _WORDS[w] = _word(w)
+    out = list(filter(None, map(_WORDS.__getitem__, words)))
+    return out if limit is None else out[:limit]
+
+
+def _cjk_tokens(text: str, limit: int | None) -> list[str]:
+    """Character bigrams of each CJK run (a lone character stands for itself)."""
     out: list[str] = []
-    for m in _TOKEN.finditer(text.lower()):
-        w = m.group(0)
-        if w[0] < "\u3400":
-            if len(w) > 1 and w not in _STOPWORDS and not w.isdigit():
-                out.append(_stem(w))
-        elif len(w) == 1:
-            out.append(w)
+    for run in _CJK_RUN.findall(text):
+        if len(run) == 1:
+            out.append(run)
         else:
-            out.extend(w[i : i + 2] for i in range(len(w) - 1))
+            out.extend(map(operator.add, run[:-1], run[1:]))
         if limit is not None and len(out) >= limit:
             return out[:limit]
     return out
+
+
+def tokenize(text: str, limit: int | None = None) -> list[str]:
+    """Lowercase English words without stopwords, and CJK character bigrams (lone characters as is).
+
+    With a limit, at most `limit` English and `limit` CJK tokens are kept (from the start of the text).
+    """
+    low = text.lower()
+    words = _words(low, limit)
+    return words if low.isascii() else words + _cjk_tokens(low, limit)
 
 
 def key_points(vn: VaultNote) -> list[str]:
@@ -78,23 +109,36 @@ def key_points(vn: VaultNote) -> list[str]:
     if sec is None:
         return []
     roles = default_roles()
-    lines = (re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", ln).strip() for ln in vn.note.body(sec).splitlines())
+    lines = (_BULLET.sub("", ln).strip() for ln in vn.note.body(sec).splitlines())
     return [ln for ln in lines if ln and not roles.is_placeholder_line(ln)]
 
 
-def _content(vn: VaultNote) -> str:
-    """The visible start of the article, or '' when it is binary."""
+def _raw_content(vn: VaultNote) -> str:
+    """The start of the article text, or '' when it is binary."""
     raw = vn.note.content_text()[:CONTENT_CHARS]
-    if repair.unusable_reason(raw, min_chars=0) == "binary":
-        return ""
-    return repair.visible_text(raw)
+    bad = len(_BINARY.findall(raw, 0, BINARY_PROBE))
+    return "" if bad >= 4 and bad >= 0.05 * min(len(raw), BINARY_PROBE) else raw
+
+
+def _content(vn: VaultNote) -> str:
+    """The visible start of the article (markup removed), or '' when it is binary."""
+    return repair.visible_text(_raw_content(vn))
+
+
+def _key_point_text(vn: VaultNote) -> str:
+    """The key-point section's text, bullets removed (placeholders kept: cheap and harmless for BM25)."""
+    sec = vn.note.section(KEY_POINTS)
+    return _BULLET.sub("", vn.note.body(sec)) if sec is not None else ""
 
 
 def note_tokens(vn: VaultNote) -> list[str]:
     """Tokens indexed for a note: title (twice), aliases, tags, key points, start of content."""
-    head = " ".join([vn.title, vn.title, *vn.aliases, *(t.replace("-", " ").replace("_", " ") for t in vn.tags)])
-    body = " ".join(key_points(vn)) + " " + _content(vn)
-    return tokenize(head) + tokenize(body, CONTENT_TOKENS)
+    title = tokenize(vn.title)
+    names = tokenize(" ".join([*vn.aliases, *(t.replace("-", " ").replace("_", " ") for t in vn.tags)]))
+    body = _key_point_text(vn) + "\n" + _raw_content(vn)
+    if "<" in body or "](" in body or "://" in body:
+        body = _MARKUP.sub(" ", body)
+    return title + title + names + tokenize(body, CONTENT_TOKENS)
 
 
 def candidate_line(vn: VaultNote) -> str:
@@ -163,14 +207,15 @@ class CandidateIndex:
         self.notes = list(vault.notes)
         self._pos = {id(vn): i for i, vn in enumerate(self.notes)}
         self._ids = [link_id(vault, vn) for vn in self.notes]
-        self._tokens = [note_tokens(vn) for vn in self.notes]
+        self._vocab: dict[str, int] = {"": 0}
+        self._tokens = [self._token_ids(note_tokens(vn), grow=True) for vn in self.notes]
         self._bm25 = bm25s.BM25()
         if self.notes:
-            self._bm25.index(self._tokens, show_progress=False)
-        self._vocab: dict[str, int] = dict(self._bm25.vocab_dict) if self.notes else {}
+            self._bm25.index((self._tokens, self._vocab), show_progress=False)
+        link_keys = [_link_keys(vault, vn) for vn in self.notes]
         self._tags = _Features([self._tag_keys(vn) for vn in self.notes])
-        self._links = _Features([_link_keys(vault, vn) for vn in self.notes])
-        self._backlinks = self._backlink_lists()
+        self._links = _Features(link_keys)
+        self._backlinks = self._backlink_lists(link_keys)
         self._lines: dict[int, str] = {}
 
     @staticmethod
@@ -178,28 +223,60 @@ class CandidateIndex:
         """The folded tags of a note."""
         return {fold_tag(t) for t in vn.tags if fold_tag(t)}
 
-    def _backlink_lists(self) -> dict[str, list[int]]:
+    def _token_ids(self, tokens: list[str], grow: bool = False) -> list[int]:
+        """Vocabulary ids of tokens (new tokens are added while indexing, dropped for queries)."""
+        vocab = self._vocab
+        if grow:
+            for t in dict.fromkeys(tokens):
+                if t not in vocab:
+                    vocab[t] = len(vocab)
+            return list(map(vocab.__getitem__, tokens))
+        return [i for i in map(vocab.get, tokens) if i is not None]
+
+    @staticmethod
+    def _backlink_lists(link_keys: list[set[str]]) -> dict[str, list[int]]:
         """For each note rel path: positions of notes linking to it."""
         out: dict[str, list[int]] = {}
-        for i, vn in enumerate(self.notes):
-            for key in _link_keys(self.vault, vn):
+        for i, keys in enumerate(link_keys):
+            for key in keys:
                 if key.startswith("n:"):
                     out.setdefault(key[2:], []).append(i)
         return out
 
-    def _text_scores(self, tokens: list[str]) -> FloatArray:
-        """BM25 scores of every note for a note's tokens, scaled to 0..1."""
-        query = [t for t in dict.fromkeys(tokens) if t in self._vocab]
-        if not query:
+    def _text_scores(self, tokens: list[int]) -> FloatArray:
+        """BM25 scores of every note for a note's token ids, scaled to 0..1."""
+        query = self._query_terms(tokens)
+        if not len(query):
             return np.zeros(len(self.notes), dtype=np.float32)
-        scores = np.asarray(self._bm25.get_scores(query), dtype=np.float32)
+        scores = self._bm25_scores(query)
         top = float(scores.max())
         return scores / np.float32(top) if top > 0 else scores
+
+    def _query_terms(self, tokens: list[int]) -> npt.NDArray[np.int64]:
+        """The note's most telling terms (tf x idf), at most QUERY_TERMS, as a "more like this" query."""
+        ids, tf = np.unique(np.asarray([t for t in tokens if t], dtype=np.int64), return_counts=True)
+        if len(ids) <= QUERY_TERMS:
+            return ids
+        indptr = self._bm25.scores["indptr"]
+        df = np.maximum(indptr[ids + 1] - indptr[ids], 1)
+        weight = tf * np.log1p(len(self.notes) / df)
+        keep = np.lexsort((ids, -weight))[:QUERY_TERMS]
+        return np.asarray(ids[keep], dtype=np.int64)
+
+    def _bm25_scores(self, query: npt.NDArray[np.int64]) -> FloatArray:
+        """Sum the BM25 weights bm25s precomputed for the query tokens (bincount: faster than add.at)."""
+        if self._bm25.nonoccurrence_array is not None:  # BM25L/BM25+ variants: let bm25s do it
+            return np.asarray(self._bm25.get_scores_from_ids(query.tolist()), dtype=np.float32)
+        sc = self._bm25.scores
+        starts, lens = sc["indptr"][query], sc["indptr"][query + 1] - sc["indptr"][query]
+        offsets = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        sums = np.bincount(sc["indices"][offsets], weights=sc["data"][offsets], minlength=len(self.notes))
+        return sums.astype(np.float32)
 
     def scores(self, vn: VaultNote) -> FloatArray:
         """Combined score of every indexed note as a candidate for vn."""
         pos = self._pos.get(id(vn))
-        tokens = self._tokens[pos] if pos is not None else note_tokens(vn)
+        tokens = self._tokens[pos] if pos is not None else self._token_ids(note_tokens(vn))
         total = W_TEXT * self._text_scores(tokens)
         total += W_TAGS * self._tags.similarity(self._tag_keys(vn))
         total += W_LINKS * self._links.similarity(_link_keys(self.vault, vn))

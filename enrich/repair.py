@@ -178,12 +178,13 @@ _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _BIGRAM_WEIGHT = 0.75  # interpolation weight of P(char | previous char)
 _SPREAD = 12.0  # keep candidates within this many nats of the best one
 _BEAM = 8  # lattice states kept per byte position
-
-
-_NO_FOLLOWERS: dict[str, float] = {}
 _NO_PAIR = -math.log(1 - _BIGRAM_WEIGHT)  # extra cost of a char without bigram
+_TABLE_CACHE_SIZE = 4  # frequency tables whose derived costs are kept
+_OPTIONS_CACHE_SIZE = 100_000  # byte sequences per table and hole set
+_RUN_CACHE_SIZE = 4096  # decoded runs per table and hole set
 
 
+@lru_cache(maxsize=65536)
 def _fallback_penalty(char: str) -> float:
     """Extra cost (over the rarest known char) of a char missing from the table."""
     cp = ord(char)
@@ -196,52 +197,18 @@ def _fallback_penalty(char: str) -> float:
     return 4.0 if cp < 0x10000 else 7.0  # rare astral letters/digits last
 
 
-_Option = tuple[str, float]  # (character, unigram cost)
+def _seq_length(lead: int) -> int:
+    """Length of a UTF-8 sequence starting with lead (0 if not a lead)."""
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0
 
 
-class _Scorer:
-    """Costs (negative log-probabilities) of characters, with cached candidates."""
-
-    def __init__(self, freq: Mapping[str, float], holes: bytes) -> None:
-        """Prepare costs from a relative frequency table."""
-        self._freq = _normalise(freq)
-        self.floor = -math.log(min(self._freq.values(), default=1e-9))
-        self.literal = self.floor + 6.0
-        self._holes = holes
-        self._tables = _default_tables()
-        self._cache: dict[bytes, tuple[_Option, ...]] = {}
-
-    def cost(self, char: str) -> float:
-        """Return the unigram cost of emitting char."""
-        p = self._freq.get(char)
-        if p is not None:
-            return -math.log(p)
-        return self.floor + _fallback_penalty(char)
-
-    def followers(self, prev: str) -> dict[str, float]:
-        """Return P(next | prev) for the bigrams of prev in the bundled table."""
-        return self._tables.follow.get(prev, _NO_FOLLOWERS)
-
-    def options(self, seq: bytes, length: int) -> tuple[_Option, ...]:
-        """Best chars whose UTF-8 form is seq plus re-inserted dropped bytes."""
-        key = seq + bytes([length])
-        if key not in self._cache:
-            self._cache[key] = self._search(seq, length)
-        return self._cache[key]
-
-    def _search(self, seq: bytes, length: int) -> tuple[_Option, ...]:
-        """Try every placement of missing bytes; keep the cheapest chars."""
-        found: dict[str, float] = {}
-        for cand in _candidates(seq, length, self._holes):
-            try:
-                char = cand.decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            cost = self.cost(char)
-            if cost < math.inf:
-                found[char] = cost
-        ranked = sorted(found.items(), key=lambda kv: kv[1])
-        return tuple(o for o in ranked if o[1] <= ranked[0][1] + _SPREAD)
+_SEQ_LENGTH = tuple(_seq_length(b) for b in range(256))
 
 
 def _candidates(seq: bytes, length: int, holes: bytes) -> Iterable[bytes]:
@@ -257,74 +224,22 @@ def _candidates(seq: bytes, length: int, holes: bytes) -> Iterable[bytes]:
 
 def _interleave(seq: bytes, where: tuple[int, ...], fill: tuple[int, ...]) -> bytes:
     """Build a sequence with fill bytes at positions where, seq elsewhere."""
-    present = iter(seq)
-    inserts = dict(zip(where, fill))
-    return bytes(
-        inserts[pos] if pos in inserts else next(present)
-        for pos in range(len(seq) + len(fill))
-    )
+    out = bytearray(seq)
+    for pos, byte in zip(where, fill):  # where is increasing
+        out.insert(pos, byte)
+    return bytes(out)
 
 
-# ------------------------------------------------------------------- decoding
-
-
-def _seq_length(lead: int) -> int:
-    """Length of a UTF-8 sequence starting with lead (0 if not a lead)."""
-    if 0xC2 <= lead <= 0xDF:
-        return 2
-    if 0xE0 <= lead <= 0xEF:
-        return 3
-    if 0xF0 <= lead <= 0xF4:
-        return 4
-    return 0
-
-
-# An edge of the lattice: (end position, options, unresolved bytes, decoded?).
-_Edge = tuple[int, tuple[_Option, ...], int, bool]
-# A lattice state, keyed by its last decoded char ("" = no context):
-# (cost, previous position, previous key, emitted text, unresolved).
-_State = tuple[float, int, str, str, int]
-
-
-def _edges(data: bytes, run: str, i: int, scorer: _Scorer) -> Iterable[_Edge]:
-    """Yield the lattice edges leaving byte position i."""
-    byte = data[i]
-    if byte < 0x80:
-        yield i + 1, ((run[i], 0.0),), 0, False
-        return
-    yield i + 1, ((run[i], scorer.literal),), 1, False
-    length = _seq_length(byte)
-    for present in range(length):
-        end = i + 1 + present
-        if end > len(data) or any(not 0x80 <= b <= 0xBF for b in data[i + 1 : end]):
-            break
-        if length - 1 - present <= _MAX_INSERTIONS:
-            options = scorer.options(data[i:end], length)
-            if options:
-                yield end, options, 0, True
-
-
-def _relax(
-    lattice: list[dict[str, _State]],
-    i: int,
-    states: list[tuple[str, _State]],
-    edge: _Edge,
-    scorer: _Scorer,
-) -> None:
-    """Extend the given states at position i along one edge."""
-    end, options, unresolved, decoded = edge
-    target = lattice[end]
-    for key, state in states:
-        follow = scorer.followers(key) if decoded else _NO_FOLLOWERS
-        for char, step in options:
-            if decoded:
-                cond = follow.get(char)
-                step = step + _NO_PAIR if cond is None else _mix(step, cond)
-            cost = state[0] + step
-            new_key = char if decoded else ""
-            old = target.get(new_key)
-            if old is None or cost < old[0]:
-                target[new_key] = (cost, i, key, char, unresolved)
+@lru_cache(maxsize=65536)
+def _candidate_chars(seq: bytes, holes: bytes) -> tuple[str, ...]:
+    """Distinct chars whose UTF-8 form is seq plus re-inserted hole bytes, in search order."""
+    found: dict[str, None] = {}
+    for cand in _candidates(seq, _SEQ_LENGTH[seq[0]], holes):
+        try:
+            found.setdefault(cand.decode("utf-8"))
+        except UnicodeDecodeError:
+            continue
+    return tuple(found)
 
 
 def _mix(cost: float, cond: float) -> float:
@@ -332,23 +247,260 @@ def _mix(cost: float, cond: float) -> float:
     return -math.log((1 - _BIGRAM_WEIGHT) * math.exp(-cost) + _BIGRAM_WEIGHT * cond)
 
 
-def _beam(states: dict[str, _State]) -> list[tuple[str, _State]]:
-    """Return the cheapest states of one position."""
-    if len(states) <= _BEAM:
-        return list(states.items())
-    return sorted(states.items(), key=lambda kv: kv[1][0])[:_BEAM]
+class _Options:
+    """The cheapest chars for one byte sequence, cheapest first."""
+
+    __slots__ = ("chars", "costs", "lone", "index", "_pairs")
+
+    def __init__(self, ranked: list[tuple[str, float]]) -> None:
+        """Keep chars, their unigram costs and their costs without a bigram."""
+        self.chars = tuple(c for c, _ in ranked)
+        self.costs = tuple(v for _, v in ranked)
+        self.lone = tuple(v + _NO_PAIR for _, v in ranked)
+        self.index = {c: j for j, c in enumerate(self.chars)}
+        self._pairs: dict[str, tuple[tuple[int, float], ...]] = {}
+
+    def pairs(self, follow: dict[str, float], prev: str) -> tuple[tuple[int, float], ...]:
+        """(index, bigram step cost) of the options that follow prev in a bigram."""
+        found = self._pairs.get(prev)
+        if found is None:
+            if len(follow) < len(self.chars):
+                hits = [(self.index.get(c), cond) for c, cond in follow.items()]
+            else:
+                hits = [(j, follow.get(c)) for j, c in enumerate(self.chars)]
+            found = self._pairs[prev] = tuple(
+                sorted(
+                    (j, _mix(self.costs[j], cond))
+                    for j, cond in hits
+                    if j is not None and cond is not None
+                )
+            )
+        return found
 
 
-def _decode_run(run: str, scorer: _Scorer) -> tuple[str, int]:
-    """Viterbi-decode one run of single-byte characters; return text, unresolved."""
-    data = bytes(_CHAR_TO_BYTE[c] for c in run)
-    lattice: list[dict[str, _State]] = [{} for _ in range(len(data) + 1)]
+class _Table:
+    """Costs (negative log-probabilities) derived from one frequency table, cached."""
+
+    def __init__(self, freq: Mapping[str, float]) -> None:
+        """Prepare costs from a relative frequency table."""
+        self._freq = _normalise(freq)
+        self.floor = -math.log(min(self._freq.values(), default=1e-9))
+        self.literal = self.floor + 6.0
+        self.follow = _default_tables().follow
+        # A step never costs less than this (the bigram mix with P(char | prev) <= 1).
+        top = max((max(f.values()) for f in self.follow.values()), default=0.0)
+        least = min(0.0, -math.log((1 - _BIGRAM_WEIGHT) + _BIGRAM_WEIGHT * top))
+        # An edge cheaper than this beats any path through one more literal.
+        self.dominant = self.literal + least
+        self._options: dict[bytes, dict[bytes, _Options | None]] = {}
+        self._runs: dict[tuple[str, bytes], tuple[str, int]] = {}
+
+    def cost(self, char: str) -> float:
+        """Return the unigram cost of emitting char."""
+        p = self._freq.get(char)
+        if p is not None:
+            return -math.log(p)
+        return self.floor + _fallback_penalty(char)
+
+    def options(self, holes: bytes) -> dict[bytes, _Options | None]:
+        """The (growing) cache of options per byte sequence for one hole set."""
+        cache = self._options.get(holes)
+        if cache is None or len(cache) > _OPTIONS_CACHE_SIZE:
+            cache = self._options[holes] = {}
+        return cache
+
+    def search(self, seq: bytes, holes: bytes) -> _Options | None:
+        """Best chars whose UTF-8 form is seq plus re-inserted dropped bytes."""
+        found = [(c, self.cost(c)) for c in _candidate_chars(seq, holes)]
+        ranked = sorted((o for o in found if o[1] < math.inf), key=lambda o: o[1])
+        if not ranked:
+            return None
+        return _Options([o for o in ranked if o[1] <= ranked[0][1] + _SPREAD])
+
+    def decode(self, run: str, holes: bytes) -> tuple[str, int]:
+        """Decode one run (memoised per run: runs are decoded independently)."""
+        key = (run, holes)
+        done = self._runs.get(key)
+        if done is None:
+            if len(self._runs) >= _RUN_CACHE_SIZE:
+                self._runs.clear()
+            done = self._runs[key] = _decode_run(run, self, holes)
+        return done
+
+
+_TABLES: dict[int, tuple[Mapping[str, float], dict[str, float], _Table]] = {}
+
+
+def _table_for(freq: Mapping[str, float]) -> _Table:
+    """The derived costs of freq, reused while the same unchanged table is passed."""
+    hit = _TABLES.get(id(freq))
+    if hit is not None and hit[0] is freq and hit[1] == freq:
+        return hit[2]
+    table = _Table(freq)
+    if len(_TABLES) >= _TABLE_CACHE_SIZE:
+        del _TABLES[next(iter(_TABLES))]
+    _TABLES[id(freq)] = (freq, dict(freq), table)
+    return table
+
+
+def _reset_caches() -> None:
+    """Forget every derived table and memo (for benchmarks and tests)."""
+    _TABLES.clear()
+    _candidate_chars.cache_clear()
+    _fallback_penalty.cache_clear()
+
+
+# ------------------------------------------------------------------- decoding
+
+# A lattice state, keyed by its last decoded char ("" = no context):
+# (cost, previous position, previous key, emitted text, unresolved).
+_State = tuple[float, int, str, str, int]
+_TO_LATIN1 = str.maketrans({c: chr(b) for c, b in _CHAR_TO_BYTE.items()})
+
+
+def _state_cost(item: tuple[str, _State]) -> float:
+    """Sort key of a lattice state."""
+    return item[1][0]
+
+
+def _continuations(data: bytes) -> list[int]:
+    """For each position, how many continuation bytes directly follow it."""
+    out = [0] * len(data)
+    count = 0
+    for i in range(len(data) - 1, -1, -1):
+        out[i] = count
+        count = count + 1 if 0x80 <= data[i] <= 0xBF else 0
+    return out
+
+
+def _decode_run(run: str, table: _Table, holes: bytes) -> tuple[str, int]:
+    """Viterbi-decode one run of single-byte characters; return text, unresolved.
+
+    From each position the lattice has a literal edge (keep the char, unresolved)
+    and one edge per number of continuation bytes taken, re-inserting the rest
+    (at most _MAX_INSERTIONS); only the _BEAM cheapest states of a position are
+    extended.  Leads are never dropped, so in real mojibake a lead is followed
+    by at most the continuation bytes of its own char: when the edge taking all
+    of them costs less than one literal, every other edge from that lead (which
+    must leave a continuation byte, or the lead itself, as a literal) is
+    dominated and is not built.
+    """
+    data = run.translate(_TO_LATIN1).encode("latin-1")
+    n = len(data)
+    conts = _continuations(data)
+    cache = table.options(holes)
+    follow = table.follow
+    literal = table.literal
+    lattice: list[dict[str, _State]] = [{} for _ in range(n + 1)]
     lattice[0][""] = (0.0, -1, "", "", 0)
-    for i in range(len(data)):
-        states = _beam(lattice[i])
-        for edge in _edges(data, run, i, scorer) if states else ():
-            _relax(lattice, i, states, edge, scorer)
+    for i in range(n):
+        here = lattice[i]
+        if not here:
+            continue
+        if len(here) > _BEAM:
+            states = sorted(here.items(), key=_state_cost)[:_BEAM]
+        else:
+            states = list(here.items())
+        length = _SEQ_LENGTH[data[i]]
+        avail = conts[i]
+        if length > avail and length - 1 - avail <= _MAX_INSERTIONS:
+            end = i + 1 + avail
+            seq = data[i:end]
+            opts = cache.get(seq, _MISSING)
+            if opts is _MISSING:
+                opts = cache[seq] = table.search(seq, holes)
+            if isinstance(opts, _Options) and opts.lone[0] < table.dominant:
+                _relax(lattice[end], i, states, opts, follow)
+                continue
+        first = _first(states)
+        key0, state0 = states[first]
+        target = lattice[i + 1]
+        cost = state0[0] + literal
+        old = target.get("")
+        if old is None or cost < old[0]:
+            target[""] = (cost, i, key0, run[i], 1)
+        if not length:
+            continue
+        for present in range(
+            max(0, length - 1 - _MAX_INSERTIONS), min(length - 1, avail) + 1
+        ):
+            end = i + 1 + present
+            seq = data[i:end]
+            opts = cache.get(seq, _MISSING)
+            if opts is _MISSING:
+                opts = cache[seq] = table.search(seq, holes)
+            if isinstance(opts, _Options):
+                _relax(lattice[end], i, states, opts, follow)
     return _trace(lattice)
+
+
+_MISSING: object = object()
+
+
+def _first(states: list[tuple[str, _State]]) -> int:
+    """Index of the first cheapest state."""
+    first = 0
+    for order in range(1, len(states)):
+        if states[order][1][0] < states[first][1][0]:
+            first = order
+    return first
+
+
+def _relax(
+    target: dict[str, _State],
+    i: int,
+    states: list[tuple[str, _State]],
+    opts: _Options,
+    follow: dict[str, dict[str, float]],
+) -> None:
+    """Extend the beam at position i along one decoding edge into target.
+
+    A char's step costs its unigram cost plus _NO_PAIR, or less (the bigram
+    mix) when the previous char has P(char | prev).  So the first cheapest
+    state is the best predecessor of every char but those with a bigram, and
+    only the _BEAM cheapest options (plus ties, plus bigram chars) can reach
+    the next beam: the others are skipped.  The entries written are the ones
+    relaxing every state with every option would leave in the next beam.
+    """
+    first = _first(states) if len(states) > 1 else 0
+    key0, state0 = states[first]
+    cost0 = state0[0]
+    chars, lone = opts.chars, opts.lone
+    size = len(chars)
+    limit = size
+    if size > _BEAM:
+        bound = cost0 + lone[_BEAM - 1]
+        limit = _BEAM
+        while limit < size and cost0 + lone[limit] <= bound:
+            limit += 1
+    hits: dict[int, list[tuple[float, int, str]]] = {}
+    for order, (key, state) in enumerate(states):
+        fol = follow.get(key)
+        if fol is not None:
+            for j, step in opts.pairs(fol, key):
+                hits.setdefault(j, []).append((state[0] + step, order, key))
+    if not hits:
+        for j in range(limit):
+            char = chars[j]
+            cost = cost0 + lone[j]
+            old = target.get(char)
+            if old is None or cost < old[0]:
+                target[char] = (cost, i, key0, char, 0)
+        return
+    fol0 = follow.get(key0)
+    for j in sorted(set(range(limit)) | hits.keys()):
+        char = chars[j]
+        found = hits.get(j)
+        if found is None:
+            cost, key = cost0 + lone[j], key0
+        else:
+            pick = min(found)
+            if fol0 is None or char not in fol0:
+                pick = min(pick, (cost0 + lone[j], first, key0))
+            cost, _, key = pick
+        old = target.get(char)
+        if old is None or cost < old[0]:
+            target[char] = (cost, i, key, char, 0)
 
 
 def _trace(lattice: list[dict[str, _State]]) -> tuple[str, int]:
@@ -390,13 +542,14 @@ def fix_mojibake(
     """Recover UTF-8 text decoded as cp1252/cp1254 with undefined bytes dropped."""
     if not looks_mojibake(text):
         return None
-    scorer = _Scorer(freq if freq else load_default_freq(), _holes_for(text))
+    table = _table_for(freq if freq else load_default_freq())
+    holes = _holes_for(text)
     out: list[str] = []
     last = changed = unresolved = 0
     for match in _RUN_RE.finditer(text):
         run = match.group()
         keep = _latin_in_word(text, match.start(), match.end())
-        fixed, miss = (run, 0) if keep else _decode_run(run, scorer)
+        fixed, miss = (run, 0) if keep else table.decode(run, holes)
         out.append(text[last : match.start()] + fixed)
         last = match.end()
         changed += fixed != run

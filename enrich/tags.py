@@ -7,6 +7,7 @@ import re
 import tomllib
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -43,6 +44,7 @@ def singular(word: str) -> str:
     return word[:-1] if word.endswith("s") else word
 
 
+@lru_cache(maxsize=65536)
 def fold_tag(tag: str) -> str:
     """The matching key of a tag: normalised, every word singular."""
     return "-".join(singular(w) for w in normalise_tag(tag).split("-"))

@@ -9,7 +9,9 @@ Usage::
 
 A step is a `Reply` or a callable(request_json) -> Reply; with an empty script
 `srv.default` answers (a valid enrichment for the request's schema).  Endpoints live in
-`srv.routes` by (method, path): add /v1/files, /v1/batches or RPM/TPM limits there.
+`srv.routes` by (method, path); a path may hold `{name}` segments (see `Recorded.params`).
+`srv.latency` adds seconds to every chat answer.  fakeserver_limits.py adds RPM/TPM
+enforcement (429 + Retry-After, x-ratelimit-* headers) and the Files/Batch API.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     json: Any
+    raw: bytes = b""
+    params: dict[str, str] = field(default_factory=dict)
 
 
 Step = Reply | Callable[[Any], Reply]
@@ -182,6 +186,7 @@ class FakeOpenAI:
         self.default: Step = answer()
         self.refuse: set[str] = set()  # response_format types always answered with 400
         self.extra_headers: dict[str, str] = {}  # sent with every reply (x-ratelimit-*...)
+        self.latency = 0.0  # seconds added to every chat answer
         self.routes: dict[tuple[str, str], Route] = {
             ("POST", "/v1/chat/completions"): self.chat,
             ("GET", "/v1/models"): self.models,
@@ -213,7 +218,8 @@ class FakeOpenAI:
             return refusal_400(kind)
         with self.lock:
             step = self.script.popleft() if self.script else self.default
-        return resolve(step, req.json)
+        reply = resolve(step, req.json)
+        return replace(reply, delay=reply.delay + self.latency) if self.latency else reply
 
     def models(self, req: Recorded) -> Reply:
         """GET /v1/models."""
@@ -225,13 +231,25 @@ class FakeOpenAI:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        req = Recorded(method, path.split("?")[0], headers, body)
+        req = Recorded(method, path.split("?")[0], headers, body, raw)
         with self.lock:
             self.requests.append(req)
-        route = self.routes.get((method, req.path))
+        route = self.routes.get((method, req.path)) or self._match(req)
         if route is None:
             return Reply(404, error_body(f"Unknown route {method} {req.path}", code="unknown_url"))
         return route(req)
+
+    def _match(self, req: Recorded) -> Route | None:
+        """Find a route whose path has `{name}` segments; fill req.params."""
+        parts = req.path.split("/")
+        for (method, pattern), route in self.routes.items():
+            want = pattern.split("/")
+            if method != req.method or "{" not in pattern or len(want) != len(parts):
+                continue
+            if all(w == p or (w.startswith("{") and w.endswith("}") and p) for w, p in zip(want, parts)):
+                req.params.update({w[1:-1]: p for w, p in zip(want, parts) if w.startswith("{")})
+                return route
+        return None
 
     def start(self) -> Self:
         """Serve in a daemon thread."""

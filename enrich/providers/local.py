@@ -105,7 +105,7 @@ def _tighten(prop: Any, items: dict[str, Any] | None, max_items: int) -> None:
     """Replace an array property's item schema and lower its maxItems in place."""
     if not isinstance(prop, dict) or prop.get("type") != "array":
         return
-    if items is not None:
+    if items is not None and "enum" not in prop.get("items", {}):
         prop["items"] = items
     current = prop.get("maxItems", max_items)
     prop["maxItems"] = max(min(current, max_items), prop.get("minItems", 0))

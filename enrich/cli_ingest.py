@@ -1,0 +1,109 @@
+"""The `enrich ingest` command: feeds into notes (wired into the CLI by `register`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .errors import EnrichError, UsageError
+
+
+def register(cli: typer.Typer) -> None:
+    """Add the `ingest` command to the CLI app."""
+    cli.command("ingest")(ingest)
+
+
+def ingest(
+    sources: list[str] = typer.Argument(..., help="Feed URLs, feed files, OPML files or JSON feed lists.", show_default=False),
+    vault: Optional[Path] = typer.Option(None, "--vault", help="Vault folder (default: the vault around the current folder)."),
+    folder: str = typer.Option("inbox", "--folder", help="Folder inside the vault for the new notes."),
+    enrich: bool = typer.Option(False, "--enrich", help="Then run the LLM enrichment (`enrich run`) on the new notes."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be created; write nothing (not even feed state)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N new notes per feed (the newest)."),
+    full_text: bool = typer.Option(
+        False, "--full-text", help="Fetch the article page when the feed gives only a summary (pip install 'enrich[fulltext]')."
+    ),
+    lang: Optional[str] = typer.Option(None, "--lang", help="Headings language: zh, en or auto (the vault's own; zh if unsure)."),
+    timeout: float = typer.Option(20.0, "--timeout", min=1, help="Seconds allowed per download."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON on stdout."),
+) -> None:
+    """Turn new feed entries into notes in the vault's format (deduplicated, polite, undoable).
+
+    Sources: http(s) feed URLs, RSS/Atom/RDF files, OPML files, or a JSON list
+    {"feeds": [{"id", "title", "url", "category"}]}. Entries already in the vault (same
+    GUID or link) are skipped; `enrich undo` removes the notes of the last ingest.
+
+    Example: enrich ingest https://karpathy.bearblog.dev/feed/ feeds.json --vault ~/vault --limit 5
+    """
+    from .cli import err, fail, out, print_json
+    from .config import find_vault_root, load_settings
+    from .feeds import IngestOptions
+    from .feeds import ingest as run_ingest
+
+    def progress(kind: str, message: str) -> None:
+        if kind == "warning":
+            err.print(f"warning: {message}", markup=False, highlight=False)
+        elif kind == "failed":
+            err.print(f"failed: {message}", markup=False, highlight=False)
+        elif kind == "feed" and not as_json:
+            err.print(message, markup=False, highlight=False, style="dim")
+
+    try:
+        root = vault.expanduser().resolve() if vault is not None else find_vault_root(Path.cwd())
+        settings = load_settings(root, {"lang": lang} if lang else None)
+        opts = IngestOptions(folder=folder, dry_run=dry_run, limit=limit, full_text=full_text,
+                             lang=settings.lang, timeout=timeout)
+        report = run_ingest(sources, root, opts, progress)
+        enriched = _enrich_new(report.paths, {"lang": lang} if lang else {}, as_json) if enrich and report.paths else None
+    except EnrichError as exc:
+        fail(exc)
+    except Exception as exc:  # never a traceback: one line, exit 1
+        fail(EnrichError(f"ingest stopped: {type(exc).__name__}: {exc}"))
+    if as_json:
+        print_json({**report.to_json(), **({"enrich": enriched} if enriched is not None else {})})
+    else:
+        verb = "would create" if dry_run else "created"
+        for c in report.created:
+            out.print(f"{verb} {c['path']}", markup=False, highlight=False)
+        seen = sum(1 for s in report.skipped if s["reason"].startswith("already"))
+        out.print(
+            f"{len(report.created)} {verb}, {len(report.skipped)} skipped ({seen} already known), "
+            f"{len(report.failed)} failed, from {len(report.feeds)} feed(s)"
+            + (" (dry run: nothing written)" if dry_run else ""),
+            markup=False, highlight=False,
+        )
+        if enrich and dry_run:
+            err.print("note: --enrich does nothing in a dry run", markup=False)
+    failed_enrich = bool(enriched and enriched.get("failed"))
+    raise typer.Exit(1 if report.failed or failed_enrich else 0)
+
+
+def _enrich_new(paths: list[Path], flags: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """INTEGRATION POINT (#5 -> lead): run the enrichment pipeline on the notes ingest just created.
+
+    Calls `enrich.api.run(paths, flags, options, progress)` and prints like `enrich run`;
+    returns the run report as JSON data (its "failed" count decides the exit code).
+    """
+    from . import api
+
+    run = getattr(api, "run", None)
+    if run is None:
+        raise UsageError("--enrich needs enrich.api.run (the enrichment pipeline), which this build lacks",
+                         hint="run `enrich run` on the new notes instead")
+    from .cli import err, out
+    from .display import RunProgress, run_table
+
+    progress = RunProgress(err, quiet=as_json)
+    try:
+        report = run(paths, flags, None, progress)
+    finally:
+        progress.stop()
+    if not as_json:
+        for r in report.results:
+            if r.status == "failed":
+                err.print(f"failed: {r.path}: {r.reason}", markup=False, highlight=False)
+        out.print(run_table(report))
+    data: dict[str, Any] = report.to_json()
+    return data
