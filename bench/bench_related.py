@@ -32,39 +32,72 @@ TAGS = ["llm", "retrieval", "agents", "writing", "sleep", "zettelkasten", "rss",
         "embeddings", "evaluation", "inference", "habit", "health", "AI", "ai_research", "Agent", "note-taking"]
 
 
-def zh_sentence(rng: random.Random, n: int) -> str:
-    """A pseudo-Chinese sentence of n characters from a realistic character pool."""
-    start = rng.randrange(len(ZH_TEXT) - n)
-    return ZH_TEXT[start : start + n] + "。"
+class Corpus:
+    """Word and character pools: realistic (Zipf-distributed, large vocabulary) or tiny (worst case)."""
+
+    def __init__(self, rng: random.Random, tiny: bool) -> None:
+        if tiny:
+            self.words, self.chars = EN_WORDS, list(dict.fromkeys(ZH_TEXT))
+            self.wweights = self.cweights = None
+            return
+        syll = ["ka", "ro", "ten", "mi", "sa", "lo", "ver", "in", "ga", "to", "ne", "pra", "dis", "con", "al", "ex"]
+        made = {"".join(rng.choice(syll) for _ in range(rng.randint(2, 4))) for _ in range(12000)}
+        self.words = EN_WORDS + sorted(made)
+        self.wweights = [1 / (r + 1) ** 1.07 for r in range(len(self.words))]
+        chars, weights = _cjk_pool()
+        zh_words = {"".join(rng.choices(chars, weights, k=rng.choice((1, 2, 2, 2, 3, 4)))) for _ in range(20000)}
+        self.chars = sorted(zh_words)
+        rng.shuffle(self.chars)
+        self.cweights = [1 / (r + 1) ** 1.07 for r in range(len(self.chars))]
+
+    def en(self, rng: random.Random, n: int) -> str:
+        """An English-like sentence of n words."""
+        words = rng.choices(self.words, self.wweights, k=n) if self.wweights else [rng.choice(self.words) for _ in range(n)]
+        return " ".join(words).capitalize() + "."
+
+    def zh(self, rng: random.Random, n: int) -> str:
+        """A Chinese-like sentence of about n characters (words drawn from a Zipf distribution)."""
+        if not self.cweights:
+            return "".join(rng.choice(self.chars) for _ in range(n)) + "。"
+        text = ""
+        while len(text) < n:
+            text += rng.choices(self.chars, self.cweights, k=1)[0]
+        return text[:n] + "。"
 
 
-def en_sentence(rng: random.Random, n: int) -> str:
-    """An English-like sentence of n words."""
-    return " ".join(rng.choice(EN_WORDS) for _ in range(n)).capitalize() + "."
+def _cjk_pool() -> tuple[list[str], list[float]]:
+    """The 3,000 most frequent Chinese characters with their frequencies (bundled table)."""
+    from importlib import resources
+
+    rows = resources.files("enrich.data").joinpath("cjk_freq.txt").read_text(encoding="utf-8").splitlines()
+    pairs = [(c, float(n)) for c, n in (r.split("\t") for r in rows if "\t" in r) if "\u4e00" <= c <= "\u9fff"]
+    pairs = pairs[:3000]
+    return [c for c, _ in pairs], [n for _, n in pairs]
 
 
-def make_note(i: int, rng: random.Random, total: int) -> tuple[str, str]:
+def make_note(i: int, rng: random.Random, total: int, corpus: Corpus) -> tuple[str, str]:
     """One synthetic note (file name, text) in the user's format."""
     zh = rng.random() < 0.5
-    title = zh_sentence(rng, 8)[:-1] if zh else en_sentence(rng, 5)[:-1]
+    title = corpus.zh(rng, 8)[:-1] if zh else corpus.en(rng, 5)[:-1]
     stem = f"{i:05d}-" + (title if zh else title.lower().replace(" ", "-"))
     tags = ", ".join(f'"{t}"' for t in rng.sample(TAGS, 3))
-    body = " ".join(zh_sentence(rng, 30) if zh else en_sentence(rng, 18) for _ in range(rng.randint(4, 12)))
+    body = " ".join(corpus.zh(rng, 30) if zh else corpus.en(rng, 18) for _ in range(rng.randint(4, 12)))
     links = "\n".join(f"- [[{rng.randrange(total):05d}-missing]]" for _ in range(rng.randint(0, 3)))
     heads = ("来源信息", "核心内容", "关键观点", "相关链接") if zh else ("Source", "Content", "Key points", "Related")
     text = (
         f"---\nid: {i:05d}\ntitle: \"{title}\"\ncreated: 2026-03-01\ntags: [{tags}]\n---\n\n# {title}\n\n"
-        f"## {heads[0]}\n\n- bench\n\n## {heads[1]}\n\n{body}\n\n## {heads[2]}\n\n- {en_sentence(rng, 8)}\n\n"
+        f"## {heads[0]}\n\n- bench\n\n## {heads[1]}\n\n{body}\n\n## {heads[2]}\n\n- {corpus.en(rng, 8)}\n\n"
         f"## {heads[3]}\n\n{links}\n"
     )
     return stem + ".md", text
 
 
-def write_vault(root: Path, n: int, seed: int = 7) -> None:
+def write_vault(root: Path, n: int, seed: int = 7, tiny: bool = False) -> None:
     """Write n synthetic notes under root."""
     rng = random.Random(seed)
+    corpus = Corpus(rng, tiny)
     for i in range(n):
-        name, text = make_note(i, rng, n)
+        name, text = make_note(i, rng, n, corpus)
         (root / name).write_text(text, encoding="utf-8")
 
 
@@ -74,10 +107,11 @@ def main() -> None:
     ap.add_argument("--notes", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=15)
+    ap.add_argument("--tiny-vocab", action="store_true", help="Worst case: ~60 words, ~80 characters in all notes.")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_vault(root, args.notes)
+        write_vault(root, args.notes, tiny=args.tiny_vocab)
         t0 = time.perf_counter()
         vault = scan_vault(root)
         t1, c1 = time.perf_counter(), time.process_time()

@@ -30,8 +30,8 @@ from enrich.errors import LLMError
 from enrich.llm import call_validated
 from enrich.notes import parse_note
 from enrich.prompts import load_prompts
-from enrich.providers.base import Completion, Message
 from enrich.providers import local
+from enrich.providers.base import Completion, Message
 from enrich.providers.local import DEFAULT_SAMPLING, LocalProvider
 from enrich.schema import enrichment_model
 
@@ -81,12 +81,13 @@ Candidates (id: title):
 _BANNED = r'"\x00-\x1F\x5B-\x5D<>`'
 POINT_PATTERNS = {
     "default": local.KEY_POINT_PATTERN,
+    "no-letter-first": r"^[^-*+#> " + _BANNED + r"][^" + _BANNED + r"]{7,159}$",
     "letter-first": r"^[A-Za-z0-9\u4e00-\u9fff][^" + _BANNED + r"]{7,159}$",
     "ascii": r"^[A-Za-z0-9][ !#-;=?-Z^_a-z{-~]{7,159}$",
     "ascii-sentence": r"^[A-Z][ !#-;=?-Z^_a-z{-~]{6,158}[.!?]$",
 }
 SPACES = {"default": None, "pretty": '( " " | "\\n" " "? " "? " "? " "? " "? " "? )?'}
-EXAMPLE_RE = re.compile(r"\n*(Example answer:|示例回答：|Example:)\n.*\Z", re.S)
+EXAMPLE_RE = re.compile(r"\n*(Example answer:|示例回答：|Example:)\n.*\Z", re.DOTALL)
 
 
 BENCH_PROMPTS = {"tiny": (TINY_SYSTEM, TINY_USER), "extract": (EXTRACT_SYSTEM, EXTRACT_USER)}
@@ -120,38 +121,6 @@ class Outcome:
     overlap: float = 0.0
 
 
-SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])|\n+")
-MARKUP = re.compile(r"\*\*|__|\[\[|\]\]|^\s*(?:[-*+>]|\d+[.)]|#+)\s*")
-
-
-def article_sentences(text: str, limit: int = 30) -> list[str]:
-    """Plain sentences of 8-160 chars from the article, markup removed, in order."""
-    out: list[str] = []
-    for raw in SENTENCE_END.split(text):
-        sent = MARKUP.sub("", raw).strip()
-        if 8 <= len(sent) <= 160 and not re.search(r'["\\<>`\[\]\x00-\x1f]', sent) and sent not in out:
-            out.append(sent)
-    return out[:limit]
-
-
-class Extractive:
-    """Bench wrapper: key points must be sentences of the article (an enum in the schema)."""
-
-    def __init__(self, inner: Any, sentences: list[str]) -> None:
-        self.inner, self.sentences = inner, sentences
-        self.name, self.model = inner.name, inner.model
-
-    async def complete(self, messages: list[Message], schema: dict[str, Any], *, max_tokens: int) -> Completion:
-        """Swap the key point item schema for the sentence enum, then forward."""
-        schema = json.loads(json.dumps(schema))
-        if len(self.sentences) >= 3:
-            schema["properties"]["key_points"]["items"] = {"type": "string", "enum": self.sentences}
-        return await self.inner.complete(messages, schema, max_tokens=max_tokens)
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
-
-
 class Recorder:
     """A provider wrapper that keeps every raw answer and token count."""
 
@@ -165,7 +134,7 @@ class Recorder:
 
     async def complete(self, messages: list[Message], schema: dict[str, Any], *, max_tokens: int) -> Completion:
         """Forward one call and record its answer."""
-        done = await self.inner.complete(messages, schema, max_tokens=max_tokens)
+        done: Completion = await self.inner.complete(messages, schema, max_tokens=max_tokens)
         self.answers.append(done.text)
         self.prompt_tokens += done.prompt_tokens
         self.completion_tokens += done.completion_tokens
@@ -225,7 +194,11 @@ def note_lang(note: VaultNote, choice: str) -> str:
 
 def build_messages(args: argparse.Namespace, lang: str, values: dict[str, str]) -> list[Message]:
     """Render the real prompt files or the tiny variant (optionally without the example)."""
-    fill = lambda t: re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], t)  # noqa: E731
+
+    def fill(template: str) -> str:
+        """Substitute {{name}} variables."""
+        return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], template)
+
     if args.prompt in BENCH_PROMPTS:
         system, user = BENCH_PROMPTS[args.prompt]
         msgs = [{"role": "system", "content": system}, {"role": "user", "content": fill(user)}]
@@ -262,8 +235,7 @@ async def probe_note(args: argparse.Namespace, provider: LocalProvider, note: Va
     }
     messages = build_messages(args, lang, values)
     model_cls = enrichment_model([c.id for c in cands], note.id)
-    inner: Any = Extractive(provider, article_sentences(values["content"])) if args.extractive else provider
-    rec = Recorder(inner)
+    rec = Recorder(provider)
     start = time.perf_counter()
     points: list[str] = []
     try:
@@ -322,14 +294,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--vault", type=Path, default=VAULT)
     p.add_argument("--prompt", choices=["real", "tiny", "extract"], default="real", help="prompts/*.md or a bench variant")
     p.add_argument("--lang", choices=["auto", "en", "zh"], default="en", help="prompt language for --prompt real")
-    p.add_argument("--max-input-tokens", type=int, default=600, help="article budget in model tokens")
-    p.add_argument("--max-tokens", type=int, default=600, help="answer budget")
+    p.add_argument("--max-input-tokens", type=int, default=local.SUGGESTED_MAX_INPUT_TOKENS, help="article budget (model tokens)")
+    p.add_argument("--max-tokens", type=int, default=local.SUGGESTED_MAX_TOKENS, help="answer budget")
     p.add_argument("--reasks", type=int, default=2)
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--no-tighten", action="store_true", help="send the schema as is (no local_schema)")
     p.add_argument("--no-example", action="store_true", help="drop the one-shot example from the system prompt")
     p.add_argument("--point-pattern", choices=sorted(POINT_PATTERNS), default="default", help="key point grammar")
-    p.add_argument("--extractive", action="store_true", help="key points must be article sentences")
+    p.add_argument("--generative", action="store_true", help="free-text key points (no sentence choice)")
     p.add_argument("--space", choices=sorted(SPACES), default="default", help="grammar whitespace rule")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     p.add_argument("--seed", type=int, default=42)
@@ -343,9 +315,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_provider(args: argparse.Namespace) -> LocalProvider:
     """Build the provider with the sampling options from the command line."""
     sampling = {k: getattr(args, k) for k in DEFAULT_SAMPLING}
-    local.KEY_POINT_PATTERN = POINT_PATTERNS[args.point_pattern]  # read by local_schema at call time
+    local.KEY_POINT_PATTERN = POINT_PATTERNS[args.point_pattern]  # type: ignore[misc]  # read at call time
     local.GRAMMAR_SPACE = SPACES[args.space]
-    return LocalProvider(seed=args.seed, sampling=sampling, tighten_schema=not args.no_tighten, n_threads=args.threads)
+    return LocalProvider(
+        seed=args.seed, sampling=sampling, tighten_schema=not args.no_tighten,
+        extractive=not args.generative, n_threads=args.threads,
+    )
 
 
 def report(o: Outcome, verbose: bool) -> None:

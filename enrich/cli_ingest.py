@@ -23,7 +23,7 @@ def ingest(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be created; write nothing (not even feed state)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N new notes per feed (the newest)."),
     full_text: bool = typer.Option(
-        False, "--full-text", help="Fetch the article page when the feed gives only a summary (pip install 'enrich[fulltext]')."
+        False, "--full-text", help="Fetch the article page when the feed gives only a summary (pip install 'enrich\\[fulltext]')."
     ),
     lang: Optional[str] = typer.Option(None, "--lang", help="Headings language: zh, en or auto (the vault's own; zh if unsure)."),
     timeout: float = typer.Option(20.0, "--timeout", min=1, help="Seconds allowed per download."),
@@ -43,6 +43,7 @@ def ingest(
     from .feeds import ingest as run_ingest
 
     def progress(kind: str, message: str) -> None:
+        """Warnings and failures on stderr as they happen; per-feed lines unless --json."""
         if kind == "warning":
             err.print(f"warning: {message}", markup=False, highlight=False)
         elif kind == "failed":
@@ -53,6 +54,10 @@ def ingest(
     try:
         root = vault.expanduser().resolve() if vault is not None else find_vault_root(Path.cwd())
         settings = load_settings(root, {"lang": lang} if lang else None)
+        if enrich and not dry_run:  # fail before writing anything when no model could enrich the notes
+            from .providers import resolve_provider_name
+
+            resolve_provider_name(settings)
         opts = IngestOptions(folder=folder, dry_run=dry_run, limit=limit, full_text=full_text,
                              lang=settings.lang, timeout=timeout)
         report = run_ingest(sources, root, opts, progress)

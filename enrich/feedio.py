@@ -1,27 +1,34 @@
-"""Feeds from the outside world: source lists (URL, file, OPML, JSON), polite HTTP, link normalisation, full text."""
+"""Ingest I/O: polite HTTP (and files), link normalisation, full text, feed state, vault index, bulk note writes."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import unquote, urlsplit, urlunsplit
-from xml.etree import ElementTree
 
-from . import repair
-from .errors import FeedError, UsageError
+from . import frontmatter, repair
+from .config import STATE_DIR
+from .errors import EnrichError, FeedError
+from .fsio import atomic_write, ensure_inside
 from .htmlmd import html_to_markdown
-from .template import feed_slug
+from .journal import Journal
+from .vault import iter_note_files
+from .feedlist import FeedSpec
 
-__all__ = ["FeedSpec", "Fetched", "decode_body", "fetch_article", "http_get", "looks_binary", "normalize_url",
-           "read_feed", "read_sources"]
+__all__ = ["BatchJournal", "Fetched", "decode_body", "fetch_article", "http_get", "load_state", "looks_binary",
+           "normalize_url", "read_feed", "save_state", "vault_index", "write_notes"]
 
 USER_AGENT = "enrich/0.1 (feed reader; +https://github.com/enrich)"
 MAX_BYTES = 20 * 1024 * 1024
@@ -33,7 +40,9 @@ _TRACKING = re.compile(
     re.IGNORECASE,
 )
 _GZIP_TEXT = re.compile("^\\s*\x1f[\x8b\ufffd\u2039]")
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+_SOURCE_URL = re.compile(r"""^(?:source_url|url|link)\s*:\s*["']?(https?://[^"'\s]+)""", re.MULTILINE)
+_SUSPECT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
+STATE_FILE = "feeds.json"
 
 
 def normalize_url(url: str) -> str:
@@ -53,108 +62,6 @@ def normalize_url(url: str) -> str:
     query = "&".join(p for p in parts.query.split("&") if p and not _TRACKING.match(unquote(p.split("=", 1)[0])))
     out = urlunsplit((scheme, host, parts.path.rstrip("/"), query, ""))
     return re.sub(r'["<>\\^`{|}]', lambda m: f"%{ord(m.group()):02X}", out)
-
-
-# ---------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True)
-class FeedSpec:
-    """One feed to read: where from, its id for file names, and list metadata."""
-
-    key: str  # state key: the URL, or file:<absolute path>
-    location: str  # http(s) URL or file path
-    feed_id: str
-    title: str | None = None
-    category: str | None = None
-    named: bool = False  # the id came from a list; otherwise the feed's own title names it once read
-
-    @property
-    def is_url(self) -> bool:
-        """True for http(s) feeds."""
-        return self.location.startswith(("http://", "https://"))
-
-
-def _spec(location: str, feed_id: str | None, title: str | None, category: str | None, base: Path | None) -> FeedSpec:
-    """Build a spec; files are resolved against the folder of the list naming them."""
-    if re.match(r"^https?://", location, re.IGNORECASE):
-        host = urlsplit(location).hostname or "feed"
-        return FeedSpec(location, location, feed_slug(feed_id or title or host), title, category, bool(feed_id or title))
-    if _SCHEME.match(location):
-        raise UsageError(f"{location}: only http(s) URLs and local files can be read")
-    path = Path(location).expanduser()
-    path = (base / path) if base is not None and not path.is_absolute() else path
-    named = bool(feed_id or title)
-    return FeedSpec(f"file:{path.resolve()}", str(path), feed_slug(feed_id or title or path.stem), title, category, named)
-
-
-def _read_feed_list(path: Path, data: bytes) -> list[FeedSpec]:
-    """Read the JSON feed list: {"feeds": [{"id", "title", "url", "category", ...}], "settings": {...}}."""
-    try:
-        doc = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: not a valid JSON feed list ({exc})") from exc
-    feeds = doc.get("feeds") if isinstance(doc, dict) else None
-    if not isinstance(feeds, list):
-        raise UsageError(f"{path}: a feed list needs a \"feeds\" array")
-    out: list[FeedSpec] = []
-    for i, item in enumerate(feeds):
-        if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item["url"].strip():
-            raise UsageError(f"{path}: feeds[{i}] has no \"url\"")
-        if item.get("enabled", True) is False:
-            continue
-        cat = item.get("category")
-        out.append(_spec(item["url"].strip(), _opt(item.get("id")), _opt(item.get("title")), _opt(cat), path.parent))
-    return out
-
-
-def _opt(value: Any) -> str | None:
-    """A non-empty string or None."""
-    return str(value).strip() or None if isinstance(value, (str, int)) else None
-
-
-def _read_opml(path: Path, data: bytes) -> list[FeedSpec]:
-    """Read an OPML subscription list (category from the enclosing outline or the category attribute)."""
-    try:
-        root = ElementTree.fromstring(data)
-    except ElementTree.ParseError as exc:
-        raise UsageError(f"{path}: not valid OPML ({exc})") from exc
-    out: list[FeedSpec] = []
-
-    def walk(node: ElementTree.Element, category: str | None) -> None:
-        for child in node:
-            if child.tag.rsplit("}", 1)[-1] != "outline":
-                walk(child, category)
-                continue
-            url, name = child.get("xmlUrl"), child.get("title") or child.get("text")
-            if url:
-                cat = (child.get("category") or "").strip("/").split("/")[-1].split(",")[0] or category
-                out.append(_spec(url.strip(), None, _opt(name), _opt(cat), path.parent))
-            else:
-                walk(child, _opt(name) or category)
-
-    walk(root, None)
-    return out
-
-
-def read_sources(sources: Sequence[str]) -> list[FeedSpec]:
-    """Expand the command's SOURCES (URLs, feed files, OPML, JSON lists) into feeds; UsageError on bad input."""
-    specs: list[FeedSpec] = []
-    for src in sources:
-        if _SCHEME.match(src):
-            specs.append(_spec(src, None, None, None, None))
-            continue
-        path = Path(src).expanduser()
-        if not path.is_file():
-            raise UsageError(f"{src}: no such file (give a feed URL, a feed file, an OPML file or a JSON feed list)")
-        head = path.read_bytes()[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
-        if head.startswith(b"{") and b'"feeds"' in path.read_bytes():
-            specs.extend(_read_feed_list(path, path.read_bytes()))
-        elif re.search(rb"<opml[\s>]", head):
-            specs.extend(_read_opml(path, path.read_bytes()))
-        else:
-            specs.append(_spec(str(path), None, None, None, None))
-    return list({s.key: s for s in specs}.values())
 
 
 # ---------------------------------------------------------------- fetching
@@ -272,8 +179,11 @@ def read_feed(spec: FeedSpec, state: dict[str, Any], timeout: float) -> Fetched 
 
 
 def looks_binary(text: str) -> bool:
-    """True for compressed or binary bytes that were decoded as text."""
-    return bool(_GZIP_TEXT.match(text)) or repair.unusable_reason(text, min_chars=0) == "binary"
+    """True for compressed or binary bytes that were decoded as text (judged on the first 4,000 characters)."""
+    head = text[:4000]
+    if not _SUSPECT.search(head):  # no control character, no U+FFFD: text (and no need for the full check)
+        return False
+    return bool(_GZIP_TEXT.match(head)) or repair.unusable_reason(head, min_chars=0) == "binary"
 
 
 def fetch_article(url: str, timeout: float) -> str:
@@ -289,3 +199,125 @@ def fetch_article(url: str, timeout: float) -> str:
     if len(repair.visible_text(md)) < 40 or looks_binary(md):
         raise FeedError(url, "no article text found on the page")
     return md
+
+
+# ---------------------------------------------------------------- state and writes
+
+
+def load_state(root: Path, warn: Callable[[str], None]) -> dict[str, Any]:
+    """Read <vault>/.enrich/feeds.json (an unreadable file is reported and ignored)."""
+    path = root / STATE_DIR / STATE_FILE
+    if not path.is_file():
+        return {"version": 1, "feeds": {}}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("feeds"), dict):
+            return data
+        raise ValueError("unexpected layout")
+    except (OSError, ValueError) as exc:
+        warn(f"{path}: unreadable feed state ({exc}); starting afresh")
+        return {"version": 1, "feeds": {}}
+
+
+def save_state(root: Path, state: dict[str, Any]) -> None:
+    """Write feeds.json atomically."""
+    atomic_write(root / STATE_DIR / STATE_FILE, json.dumps(state, ensure_ascii=False, indent=1).encode("utf-8"), root)
+
+
+def vault_index(root: Path) -> tuple[set[str], list[str], dict[str, int]]:
+    """Normalised source URLs of the vault's notes, all note file names, and heading-language votes."""
+    urls: set[str] = set()
+    names: list[str] = []
+    votes = {"zh": 0, "en": 0}
+    for path in iter_note_files(root):
+        names.append(path.name)
+        try:
+            with path.open("rb") as fh:
+                text = fh.read(16384).decode("utf-8", "replace").lstrip("\ufeff")
+        except OSError:
+            continue
+        try:
+            fm = frontmatter.parse(text)
+            meta = fm.data if fm else {}
+            found = [str(meta[k]) for k in ("source_url", "url", "link") if isinstance(meta.get(k), str)]
+        except frontmatter.FrontmatterError:
+            found = _SOURCE_URL.findall(text[:4096])
+        urls.update(normalize_url(u) for u in found if re.match(r"https?://", u, re.IGNORECASE))
+        for line in re.findall(r"^## (关键观点|来源信息|Key points|Source)\s*$", text, re.MULTILINE):
+            votes["en" if line.isascii() else "zh"] += 1
+    return urls, names, votes
+
+
+BatchJournal = Journal  # record_all / forget batch the manifest appends
+
+
+def write_notes(items: list[tuple[Path, bytes]], root: Path, journal: BatchJournal, workers: int = 8) -> list[str | None]:
+    """Create new notes: journaled first, staged and fsynced in parallel, renamed into place; error per item."""
+    errors: list[str | None] = [None] * len(items)
+    for i, (path, _) in enumerate(items):
+        try:
+            ensure_inside(path, root)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (EnrichError, OSError) as exc:
+            errors[i] = _reason(exc)
+    todo = [i for i, e in enumerate(errors) if e is None]
+    journal.record_all([items[i] for i in todo])
+    mode = 0o666 & ~_umask()
+    with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:  # concurrent fsyncs share journal commits
+        staged = list(pool.map(lambda i: _stage(items[i][0], items[i][1], mode), todo))
+    for i, tmp in zip(todo, staged):
+        try:
+            if isinstance(tmp, BaseException):
+                raise tmp
+            if items[i][0].exists():  # never replace a file (the names were free when allocated)
+                os.unlink(tmp)
+                raise FileExistsError(errno.EEXIST, "a file with this name appeared meanwhile")
+            os.replace(tmp, items[i][0])
+        except OSError as exc:
+            errors[i] = _reason(exc)
+    for folder in {items[i][0].parent for i in todo}:
+        _fsync_dir(folder)
+    journal.forget({items[i][0].resolve().relative_to(root.resolve()).as_posix() for i in todo if errors[i]})
+    return errors
+
+
+def _stage(path: Path, data: bytes, mode: int) -> str | OSError:
+    """Write and fsync a temp file next to `path`; return its name, or the error (the temp file removed)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".enrich-tmp", dir=path.parent)
+    except OSError as exc:
+        return exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        os.unlink(tmp)
+        return exc
+    return tmp
+
+
+def _umask() -> int:
+    """The process umask (new notes get the permissions an editor would give them)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make new directory entries durable (best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a write failure."""
+    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)

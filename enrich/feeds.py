@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -15,22 +14,19 @@ from urllib.parse import urljoin
 
 import feedparser
 
-from . import frontmatter, repair
-from .config import STATE_DIR
+from . import repair
 from .errors import EnrichError, FeedError, UsageError
-from .feedio import FeedSpec, Fetched, fetch_article, looks_binary, normalize_url, read_feed, read_sources
-from .fsio import atomic_write, ensure_inside
+from .feedio import (BatchJournal, Fetched, fetch_article, load_state, looks_binary, normalize_url, read_feed, save_state,
+                     vault_index, write_notes)
+from .feedlist import FeedSpec, read_sources
+from .fsio import ensure_inside
 from .htmlmd import html_to_markdown, html_to_text, text_to_markdown
-from .journal import Journal
 from .template import Entry, NameAllocator, clean_line, feed_slug, render_note
-from .vault import iter_note_files
 
 __all__ = ["FeedSpec", "IngestOptions", "IngestReport", "Progress", "ingest", "normalize_url", "read_sources", "to_entry"]
 
-STATE_FILE = "feeds.json"
 SEEN_MAX = 5000
-_HARMLESS_BOZO = ("NonXMLContentType", "CharacterEncodingOverride")  # the feed still parsed as declared
-_SOURCE_URL = re.compile(r"""^(?:source_url|url|link)\s*:\s*["']?(https?://[^"'\s]+)""", re.MULTILINE)
+_HARMLESS_BOZO = ("NonXMLContentType",)  # served as text/html or text/plain, parsed fine anyway
 
 Progress = Callable[[str, str], None]  # (kind, message): kind is feed, created, warning or failed
 
@@ -74,65 +70,31 @@ def _to_markdown(value: str, mime: str, base: str | None) -> str:
     return md
 
 
-def to_entry(raw: Any, spec: FeedSpec, source: str, base: str | None) -> Entry:
-    """Turn one feedparser entry into an Entry; raise _Skip when it cannot become a note."""
+def _link(raw: Any, base: str | None) -> str:
+    """The entry's normalised http(s) link, or ''."""
     link = str(raw.get("link") or "") or next(
-        (str(ln.get("href")) for ln in raw.get("links") or [] if ln.get("rel", "alternate") == "alternate" and ln.get("href")), "")
+        (str(ln["href"]) for ln in raw.get("links") or [] if ln.get("rel", "alternate") == "alternate" and ln.get("href")), "")
     link = urljoin(base or "", link.strip()) if link.strip() else ""
-    url = normalize_url(link) if re.match(r"^https?://", link, re.IGNORECASE) else ""
+    return normalize_url(link) if re.match(r"^https?://", link, re.IGNORECASE) else ""
+
+
+def _title(raw: Any) -> str:
+    """The entry's title as one line of plain text."""
+    title = str(raw.get("title") or "")
+    return clean_line(html_to_text(title) if "html" in str((raw.get("title_detail") or {}).get("type") or "") else title)
+
+
+def to_entry(raw: Any, spec: FeedSpec, source: str, base: str | None, url: str | None = None) -> Entry:
+    """Turn one feedparser entry into an Entry (url: its _link, when known); raise _Skip when it cannot become a note."""
+    url = _link(raw, base) if url is None else url
     value, mime, summary_only = _body(raw)
     content = _to_markdown(value, mime, url or base) if value.strip() else ""
     if not url and not content.strip():
         raise _Skip("no link and no text")
-    title = str(raw.get("title") or "")
-    if "html" in str((raw.get("title_detail") or {}).get("type") or ""):
-        title = html_to_text(title)
-    title = clean_line(title) or clean_line(repair.visible_text(content), 80) or url or "untitled"
+    title = _title(raw) or clean_line(repair.visible_text(content), 80) or url or "untitled"
     guid = str(raw.get("id") or "").strip() or None
     return Entry(feed_id=spec.feed_id, source=source, category=spec.category, title=title, url=url, guid=guid,
                  published=_when(raw), content=content, summary_only=summary_only)
-
-
-# ---------------------------------------------------------------- state and vault
-
-
-def _load_state(root: Path, warn: Callable[[str], None]) -> dict[str, Any]:
-    """Read <vault>/.enrich/feeds.json (an unreadable file is reported and ignored)."""
-    path = root / STATE_DIR / STATE_FILE
-    if not path.is_file():
-        return {"version": 1, "feeds": {}}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and isinstance(data.get("feeds"), dict):
-            return data
-        raise ValueError("unexpected layout")
-    except (OSError, ValueError) as exc:
-        warn(f"{path}: unreadable feed state ({exc}); starting afresh")
-        return {"version": 1, "feeds": {}}
-
-
-def _vault_index(root: Path) -> tuple[set[str], list[str], dict[str, int]]:
-    """Normalised source URLs of the vault's notes, all note file names, and heading-language votes."""
-    urls: set[str] = set()
-    names: list[str] = []
-    votes = {"zh": 0, "en": 0}
-    for path in iter_note_files(root):
-        names.append(path.name)
-        try:
-            with path.open("rb") as fh:
-                text = fh.read(16384).decode("utf-8", "replace").lstrip("\ufeff")
-        except OSError:
-            continue
-        try:
-            fm = frontmatter.parse(text)
-            meta = fm.data if fm else {}
-            found = [str(meta[k]) for k in ("source_url", "url", "link") if isinstance(meta.get(k), str)]
-        except frontmatter.FrontmatterError:
-            found = _SOURCE_URL.findall(text[:4096])
-        urls.update(normalize_url(u) for u in found if re.match(r"https?://", u, re.IGNORECASE))
-        for line in re.findall(r"^## (关键观点|来源信息|Key points|Source)\s*$", text, re.MULTILINE):
-            votes["en" if line.isascii() else "zh"] += 1
-    return urls, names, votes
 
 
 # ---------------------------------------------------------------- ingest
@@ -177,8 +139,8 @@ class _Run:
     def __init__(self, root: Path, opts: IngestOptions, progress: Progress | None) -> None:
         self.root, self.opts, self.progress = root, opts, progress
         self.report = IngestReport(dry_run=opts.dry_run)
-        self.state = _load_state(root, self.warn)
-        self.urls, names, votes = _vault_index(root)
+        self.state = load_state(root, self.warn)
+        self.urls, names, votes = vault_index(root)
         self.urls.update(k[4:] for st in self.state["feeds"].values() for k in st.get("seen") or () if k.startswith("url:"))
         self.folder = _inbox(root, opts.folder)
         if self.folder.is_dir():
@@ -186,7 +148,9 @@ class _Run:
         self.names = NameAllocator(names)
         self.lang = opts.lang if opts.lang in ("zh", "en") else ("en" if votes["en"] > votes["zh"] else "zh")
         self.today = opts.today or date.today()
-        self.journal = Journal(root, "ingest")
+        self.journal = BatchJournal(root, "ingest")  # used by the writer thread only
+        self.writer = ThreadPoolExecutor(1)  # one batch of notes at a time, in feed order
+        self.pending: list[Callable[[], None]] = []
         self.changed = False
         self.batch: set[str] = set()  # keys (url:, guid: of this feed) of the entries this run takes
 
@@ -220,10 +184,11 @@ class _Run:
         if got.status == 304:
             row["status"] = "not-modified"
             return self.emit("feed", f"{spec.feed_id}: not modified")
-        # No content-location: relative links resolve against xml:base when the feed has one, else (in
-        # to_entry) against the entry's own link, not the feed's URL (which may be a feed proxy's).
+        # feedparser neither sanitises nor resolves links here: htmlmd does both, faster, and resolves relative
+        # links against the entry's own link (not the feed's URL, which may be a feed proxy's).
         ctype = got.headers.get("content-type")
-        parsed = feedparser.parse(io.BytesIO(got.body), response_headers={"content-type": ctype} if ctype else None)
+        parsed = feedparser.parse(io.BytesIO(got.body), response_headers={"content-type": ctype} if ctype else None,
+                                  sanitize_html=False, resolve_relative_uris=False)
         if parsed.bozo and not parsed.entries:
             return self.fail(spec.location, f"not a readable feed ({_bozo(parsed)})")
         if parsed.bozo and type(parsed.get("bozo_exception")).__name__ not in _HARMLESS_BOZO:
@@ -240,12 +205,9 @@ class _Run:
         fresh, seen = self._select(spec, parsed.entries, source, base, set(st.get("seen") or ()))
         row.update(status="ok", entries=len(parsed.entries), new=len(fresh))
         left_out = self._limit(spec, fresh)
-        failures = len(self.report.failed)
-        for entry in sorted(fresh, key=_age):
-            if self._write(spec, entry):
-                seen += _keys(entry)
-        self._remember(st, got, seen, complete=not left_out and failures == len(self.report.failed))
-        self.emit("feed", f"{spec.feed_id}: {len(parsed.entries)} entries, {len(fresh)} new")
+        taken = f", {len(fresh)} taken (--limit)" if left_out else ""
+        self.emit("feed", f"{spec.feed_id}: {len(parsed.entries)} entries, {row['new']} new{taken}")
+        self._write(spec, sorted(fresh, key=_age), lambda keys, ok: self._remember(st, got, seen + keys, ok and not left_out))
 
     def _select(self, spec: FeedSpec, raws: list[Any], source: str, base: str | None,
                 known: set[str]) -> tuple[list[Entry], list[str]]:
@@ -253,20 +215,27 @@ class _Run:
         fresh: list[Entry] = []
         seen: list[str] = []
         for raw in raws:
-            try:
-                entry = to_entry(raw, spec, source, base)
-            except _Skip as why:
-                self.skip(spec, clean_line(str(raw.get("title") or ""), 120), str(raw.get("link") or ""), str(why))
-                continue
-            keys = _keys(entry)
-            if any(k in known for k in keys) or (entry.url and entry.url in self.urls):
-                self.skip(spec, entry.title, entry.url, "already in the vault or seen before")
+            url, guid = _link(raw, base), str(raw.get("id") or "").strip()
+            keys = [k for k in (guid and "guid:" + guid, url and "url:" + url) if k]
+            if not keys:  # neither GUID nor link: known by a hash of its text, so convert first
+                try:
+                    keys = _keys(to_entry(raw, spec, source, base))
+                except _Skip:
+                    pass
+            if any(k in known for k in keys) or (url and url in self.urls):
+                self.skip(spec, _title(raw), url, "already in the vault or seen before")
                 seen += keys
-            elif any(k in self.batch for k in keys):  # a twin of an entry of this run: seen once that one is written
-                self.skip(spec, entry.title, entry.url, "duplicate of another entry of this run")
-            else:
-                self.batch.update(keys)
-                fresh.append(entry)
+                continue
+            if any(k in self.batch for k in keys):  # a twin of an entry of this run: seen once that one is written
+                self.skip(spec, _title(raw), url, "duplicate of another entry of this run")
+                continue
+            try:
+                entry = to_entry(raw, spec, source, base, url)
+            except _Skip as why:
+                self.skip(spec, _title(raw), url, str(why))
+                continue
+            self.batch.update(keys)
+            fresh.append(entry)
         return fresh, seen
 
     def _limit(self, spec: FeedSpec, fresh: list[Entry]) -> bool:
@@ -299,43 +268,58 @@ class _Run:
             self.warn(f"{entry.url}: full text not used ({type(exc).__name__}); kept the feed's summary")
             return entry
 
-    def _write(self, spec: FeedSpec, entry: Entry) -> bool:
-        """Create one note (journaled, atomic); True when it exists afterwards (or would, in a dry run)."""
-        name = self.names.allocate(self.today, spec.feed_id, entry.title)
-        while (self.folder / name).exists():
+    def _write(self, spec: FeedSpec, entries: list[Entry], then: Callable[[list[str], bool], None]) -> None:
+        """Create the notes in the background (journaled, atomic; nothing in a dry run), so the next feed is parsed
+        meanwhile; `then(keys of the notes written, all written)` runs when `finish` collects the results."""
+        items: list[tuple[Path, bytes]] = []
+        for entry in entries:
             name = self.names.allocate(self.today, spec.feed_id, entry.title)
-        path = self.folder / name
-        data = render_note(entry, path.stem, self.today, self.lang).encode("utf-8")
-        rel = path.relative_to(self.root).as_posix()
+            while (self.folder / name).exists():
+                name = self.names.allocate(self.today, spec.feed_id, entry.title)
+            path = self.folder / name
+            items.append((path, render_note(entry, path.stem, self.today, self.lang).encode("utf-8", "replace")))
+        dry = self.opts.dry_run
+        job = None if dry else self.writer.submit(write_notes, items, self.root, self.journal, self.opts.workers * 2)
+
+        def collect() -> None:
+            """Record the outcome of this batch (runs in the main thread, in feed order)."""
+            errors: list[str | None] = job.result() if job is not None else [None] * len(items)
+            keys: list[str] = []
+            for (path, _), entry, error in zip(items, entries, errors):
+                rel = path.relative_to(self.root).as_posix()
+                if error:
+                    self.fail(spec.feed_id, error, rel)
+                    continue
+                self.report.created.append({"path": rel, "title": entry.title, "feed": spec.feed_id, "url": entry.url})
+                self.report.paths.append(path)
+                self.emit("created", rel)
+                keys += _keys(entry)
+            then(keys, not any(errors))
+
+        self.pending.append(collect)
+
+    def finish(self) -> None:
+        """Collect the background writes in feed order, then save feeds.json (never in a dry run)."""
         try:
-            if not self.opts.dry_run:
-                ensure_inside(path, self.root)
-                self.journal.record(path, None, data)
-                atomic_write(path, data, self.root)
-        except (EnrichError, OSError) as exc:
-            self.fail(spec.feed_id, str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc), rel)
-            return False
-        self.report.created.append({"path": rel, "title": entry.title, "feed": spec.feed_id, "url": entry.url})
-        self.report.paths.append(path)
-        self.emit("created", rel)
-        return True
+            for collect in self.pending:
+                collect()
+        finally:
+            self.writer.shutdown()
+        if self.changed and not self.opts.dry_run:
+            save_state(self.root, self.state)
 
     def _remember(self, st: dict[str, Any], got: Fetched, seen: list[str], complete: bool) -> None:
         """Update a feed's state: seen keys always; validators only when every new entry was written."""
         old = list(st.get("seen") or [])
         merged = list(dict.fromkeys(old + seen))[-SEEN_MAX:]
         if complete:
-            st.update({k: got.headers[h] for k, h in (("etag", "etag"), ("last_modified", "last-modified")) if got.headers.get(h)})
+            for key, header in (("etag", "etag"), ("last_modified", "last-modified")):
+                if got.headers.get(header):
+                    st[key] = got.headers[header]
         if merged != old or complete:
             st["seen"] = merged
             st["checked"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             self.changed = True
-
-    def save(self) -> None:
-        """Write feeds.json atomically (never in a dry run)."""
-        if self.changed and not self.opts.dry_run:
-            data = json.dumps(self.state, ensure_ascii=False, indent=1).encode("utf-8")
-            atomic_write(self.root / STATE_DIR / STATE_FILE, data, self.root)
 
 
 def _age(entry: Entry) -> datetime:
@@ -384,7 +368,9 @@ def ingest(sources: Sequence[str], vault_root: Path, options: IngestOptions | No
     states = [run.state["feeds"].get(s.key, {}) for s in specs]
     with ThreadPoolExecutor(max(1, min(opts.workers, len(specs)))) as pool:
         fetched = list(pool.map(lambda p: read_feed(p[0], p[1], opts.timeout), zip(specs, states)))
-    for spec, got in zip(specs, fetched):
-        run.feed(spec, got)
-    run.save()
+    try:
+        for spec, got in zip(specs, fetched):
+            run.feed(spec, got)
+    finally:
+        run.finish()
     return run.report

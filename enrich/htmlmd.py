@@ -10,10 +10,8 @@ from urllib.parse import urljoin
 
 __all__ = ["html_to_markdown", "html_to_text", "safe_url", "text_to_markdown"]
 
-_DROP = frozenset(  # dropped with everything inside; a void one (no end tag) drops only itself
-    "script style iframe frame frameset object embed applet form noscript template svg math canvas "
-    "head title button select textarea input video audio source track param dialog portal".split()
-)
+_DROP = frozenset("script style iframe frame frameset object embed applet form noscript template svg math canvas head "
+                  "title button select textarea input video audio source track param dialog portal".split())  # with content
 _VOID = frozenset("area base br col embed hr img input keygen link meta param source track wbr".split())
 _BLOCK = frozenset(
     "p div section article header footer main aside nav figure figcaption address details summary "
@@ -28,6 +26,7 @@ _TAG_START = re.compile(r"<(?=[A-Za-z!/?])")
 _ENTITY_LIKE = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 # Line starts that would change the note's structure: ATX headings, fences, thematic breaks, setext underlines.
 _RISKY_LINE = re.compile(r"^(#{1,6}(?=[ \t]|$)|`{3,}|~{3,}|(?:[-*_][ \t]*){3,}$|=+[ \t]*$|-+[ \t]*$)")
+_NEEDS_ESCAPE = re.compile(r"[&<\[\]]")
 _BRACKET = re.compile(r"(\\*)([\[\]])")
 _CLOSING_HASHES = re.compile(r"([ \t])(#+)$")
 _DROPPED_BLOCK = re.compile(r"<(script|style|template|noscript)\b.*?(?:</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
@@ -53,6 +52,8 @@ def safe_url(url: str | None, base: str | None = None) -> str | None:
 
 def _escape_text(text: str) -> str:
     """Neutralise raw HTML, entities, links and wikilinks written as text."""
+    if not _NEEDS_ESCAPE.search(text):
+        return text
     text = _ENTITY_LIKE.sub("&amp;", text)
     text = _TAG_START.sub("&lt;", text)
     return _BRACKET.sub(lambda m: m.group(1) * 2 + "\\" + m.group(2), text)

@@ -231,8 +231,8 @@ class Pipeline:
         for vn, _ in work:
             if vn.rel in finished:
                 continue
-            if self.report.interrupted:
-                self._emit(NoteResult(vn.rel, "interrupted", "not finished; run again to continue"))
+            if self.report.interrupted:  # counted, not announced one by one
+                self.report.add(NoteResult(vn.rel, "interrupted", "not finished; run again to continue"))
             else:
                 self._emit(NoteResult(vn.rel, "failed", f"time limit of {self.settings.time_limit:g}s reached"))
 

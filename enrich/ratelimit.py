@@ -19,6 +19,7 @@ from typing import Any
 from .tokens import Counter
 
 BURST_S = 1.0  # seconds of budget spent at once before the server has told us its bucket size
+JITTER_S = 0.1  # budget kept in reserve: requests sent together may reach the server this far apart
 CUT = 0.75  # rate factor applied on a 429
 MIN_FACTOR = 0.05
 RECOVER_S = 60.0  # seconds to climb back from a cut to full speed
@@ -127,8 +128,8 @@ class Bucket:
         self.stamp = now
 
     def wait_for(self, cost: float, factor: float) -> float:
-        """Seconds until `cost` units may be taken (a cost above capacity may leave a debt)."""
-        need = min(cost, self.capacity)
+        """Seconds until `cost` units (plus the jitter reserve) may be taken; a cost above capacity leaves a debt."""
+        need = min(cost + self.rate(1.0) * JITTER_S, self.capacity)
         if self.per_minute is None or self.level >= need:
             return 0.0
         return (need - self.level) / self.rate(factor)

@@ -23,7 +23,7 @@ CONTENT_TOKENS = 300  # tokens of article text indexed per note
 CONTENT_CHARS = 2500  # raw characters looked at to find them
 BINARY_PROBE = 400  # characters checked for compressed/binary content
 LINE_CHARS = 100
-QUERY_TERMS = 10000  # terms of a note used to find similar notes
+QUERY_TERMS = 64  # terms of a note used to find similar notes
 W_TEXT, W_TAGS, W_LINKS, W_BACKLINK = 1.0, 0.35, 0.35, 0.25
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -227,9 +227,8 @@ class CandidateIndex:
         """Vocabulary ids of tokens (new tokens are added while indexing, dropped for queries)."""
         vocab = self._vocab
         if grow:
-            for t in dict.fromkeys(tokens):
-                if t not in vocab:
-                    vocab[t] = len(vocab)
+            missing = sorted(set(tokens).difference(vocab))
+            vocab.update(zip(missing, range(len(vocab), len(vocab) + len(missing))))
             return list(map(vocab.__getitem__, tokens))
         return [i for i in map(vocab.get, tokens) if i is not None]
 

@@ -20,10 +20,12 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SLUG_CHARS = 30
 FEED_ID_CHARS = 40
 TITLE_CHARS = 500
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]")
 _NUMBERISH = re.compile(
     r"[-+]?(?:\.?\d[\d_:]*(?:\.\d*)?(?:[eE][-+]?\d+)?|0[xob][0-9a-f_]+|\.inf|\.nan)", re.IGNORECASE
 )
+
+_SIMPLE = re.compile(r"[^\W\d_][\w.,'()!?+/-]*(?: [\w.,'()!?&+/-]+)*")
+_YAML_WORDS = frozenset("y n yes no on off true false null".split())
 
 LABELS: dict[str, dict[str, str]] = {
     "zh": {
@@ -58,8 +60,10 @@ class Entry(BaseModel):
 
 
 def clean_line(text: str, limit: int = TITLE_CHARS) -> str:
-    """One line of plain text: whitespace collapsed, control and bidi characters removed, capped."""
-    text = _INVISIBLE.sub("", " ".join(text.split()))
+    """One line of plain text: whitespace collapsed, control, format (bidi) and unassigned characters removed, capped."""
+    text = " ".join(text.split())
+    if not text.isprintable():
+        text = "".join(ch for ch in text if ch.isprintable())
     return text[:limit].rstrip()
 
 
@@ -92,6 +96,8 @@ def tag_slug(raw: str) -> str:
 
 def yaml_scalar(value: str) -> str:
     """The value as a YAML scalar: plain when that reads back identically, else JSON-quoted."""
+    if _SIMPLE.fullmatch(value) and value.lower() not in _YAML_WORDS:
+        return value  # words, spaces and mild punctuation after a letter: plain in YAML 1.1 and 1.2
     if value and value.isprintable() and not _NUMBERISH.fullmatch(value) and value == value.strip():
         try:
             if yaml.load(f"k: {value}", Loader=_LOADER) == {"k": value}:
@@ -106,6 +112,11 @@ def yaml_scalar(value: str) -> str:
         except yaml.YAMLError:
             continue
     return json.dumps(clean_line(value), ensure_ascii=True)
+
+
+def _quoted(value: str) -> str:
+    """A JSON-quoted YAML string (escaped to ASCII when it holds characters YAML refuses raw)."""
+    return json.dumps(value, ensure_ascii=not value.isprintable())
 
 
 def _published(entry: Entry) -> str:
@@ -132,8 +143,8 @@ def render_note(entry: Entry, note_id: str, day: date, lang: str = "zh", roles: 
         f"title: {yaml_scalar(title)}",
         f"created: {day.isoformat()}",
         f"tags: {json.dumps(tags, ensure_ascii=False, separators=(',', ':'))}",
-        f"source: {json.dumps(source, ensure_ascii=False)}",
-        f"source_url: {json.dumps(entry.url, ensure_ascii=False)}",
+        f"source: {_quoted(source)}",
+        f"source_url: {_quoted(entry.url)}",
         'source_type: "article"',
         f"published: {json.dumps(published)}",
         f"content_length: {len(entry.content.strip())}",
@@ -142,6 +153,7 @@ def render_note(entry: Entry, note_id: str, day: date, lang: str = "zh", roles: 
     shown_time = published.replace("T", " ")[:16] + " UTC" if published else lab["unknown"]
 
     def head(role: str) -> str:
+        """The `## ` heading line of a role in the note's language."""
         return "## " + roles.heading_for(role, lang)
 
     body = [

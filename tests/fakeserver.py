@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
+import traceback
 import time
 from collections import deque
 from collections.abc import Callable
@@ -255,6 +257,7 @@ class FakeOpenAI:
         """Serve in a daemon thread."""
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
+        self._httpd.handle_error = _quiet_disconnects  # type: ignore[method-assign]
         threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True).start()
         return self
 
@@ -272,6 +275,12 @@ class FakeOpenAI:
     def __exit__(self, *exc: object) -> None:
         """Stop."""
         self.stop()
+
+
+def _quiet_disconnects(request: Any, client_address: Any) -> None:
+    """A client hanging up (a cancelled call) is not worth a traceback; anything else is."""
+    if not isinstance(sys.exc_info()[1], ConnectionError):
+        traceback.print_exc()
 
 
 def _encode(body: Any) -> bytes:

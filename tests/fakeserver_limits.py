@@ -289,3 +289,43 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
 def _missing(kind: str, ident: str) -> Reply:
     """A 404 for an unknown object."""
     return Reply(404, error_body(f"No such {kind}: {ident}", code="not_found"))
+
+
+# ---------------------------------------------------------------- load-test vaults
+
+_WORDS = (
+    "note link graph idea habit review archive memory retrieval paper reading writing model token budget attention "
+    "focus network topic folder search index tag vocabulary summary insight question answer experiment feedback loop "
+    "project plan system design cache latency throughput batch queue limit"
+).split()
+
+
+def note_text(i: int, rng: Any) -> str:
+    """One generated note with placeholder key points (a note `enrich run` will work on)."""
+    title = " ".join(rng.choice(_WORDS).capitalize() for _ in range(4))
+    paras = "\n\n".join(
+        " ".join(rng.choice(_WORDS) for _ in range(rng.randint(40, 90))).capitalize() + "." for _ in range(rng.randint(3, 6))
+    )
+    a, b = rng.sample(_WORDS, 2)
+    return (
+        f'---\nid: gen-{i:05d}\ntitle: {title}\ncreated: 2026-03-01\ntags: ["rss","{a}","{b}"]\nsource: "Gen Blog"\n---\n\n'
+        f"# {title}\n\n## 来源信息\n\n- **来源**: Gen Blog\n\n## 核心内容\n\n{paras}\n\n"
+        f"## 关键观点\n\n- 核心主题涉及{title.split()[0]}\n- 研究来源: Gen Blog\n\n"
+        f"## 深度思考\n\nMy own thoughts about note {i}.\n\n## 相关链接\n\n- (暂无关联卡片)\n"
+    )
+
+
+def write_vault(folder: Any, n: int, seed: int = 7) -> dict[str, bytes]:
+    """Write n generated notes into folder; return name -> bytes."""
+    import random
+    from pathlib import Path
+
+    rng = random.Random(seed)
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    out: dict[str, bytes] = {}
+    for i in range(n):
+        data = note_text(i, rng).encode("utf-8")
+        (root / f"gen-{i:05d}.md").write_bytes(data)
+        out[f"gen-{i:05d}.md"] = data
+    return out

@@ -25,7 +25,8 @@ import enrich.feeds as feeds_mod
 from enrich import api
 from enrich.cli_ingest import register
 from enrich.errors import UsageError
-from enrich.feedio import _net_reason, decode_body, normalize_url, read_sources
+from enrich.feedio import _net_reason, decode_body, normalize_url
+from enrich.feedlist import read_sources
 from enrich.feeds import IngestOptions, IngestReport, ingest
 from enrich.journal import undo_last
 from enrich.notes import parse_note
@@ -98,7 +99,8 @@ class FeedServer:
         def route(h: dict[str, str]) -> Reply:
             if (etag and h.get("if-none-match") == etag) or (modified and h.get("if-modified-since") == modified):
                 return Reply(304)
-            headers = {"Content-Type": ctype, **({"ETag": etag} if etag else {}), **({"Last-Modified": modified} if modified else {})}
+            headers = {"Content-Type": ctype, **({"ETag": etag} if etag else {})}
+            headers.update({"Last-Modified": modified} if modified else {})
             if gzipped:
                 return Reply(200, gzip.compress(body), {**headers, "Content-Encoding": "gzip"})
             return Reply(200, body, headers)
@@ -214,7 +216,8 @@ def test_second_ingest_creates_nothing_and_sends_validators(server: FeedServer, 
 
 def test_entries_already_in_the_vault_are_skipped(server: FeedServer, vault: Path) -> None:
     (vault / "old.md").write_text(
-        '---\ntitle: Old: broken YAML\nsource_url: "HTTPS://blog.example.com/posts/writing-is-thinking/?utm_source=x#top"\n---\n# Old\n',
+        '---\ntitle: Old: broken YAML\n'
+        'source_url: "HTTPS://blog.example.com/posts/writing-is-thinking/?utm_source=x#top"\n---\n# Old\n',
         encoding="utf-8")
     report = run(server, vault, "/rss")
     assert [c["url"] for c in report.created if "writing" in c["url"]] == []
@@ -501,6 +504,7 @@ def test_cli_dry_run_human_output(vault: Path) -> None:
 
 
 def test_cli_enrich_calls_the_pipeline_on_the_new_notes(vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENRICH_PROVIDER", "openai")
     seen: list[list[Path]] = []
 
     class FakeReport:
@@ -524,7 +528,18 @@ def test_cli_enrich_calls_the_pipeline_on_the_new_notes(vault: Path, monkeypatch
     assert result.exit_code == 2 and "--enrich needs enrich.api.run" in result.stderr
 
 
+def test_cli_enrich_without_a_model_fails_before_writing(vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import enrich.providers as providers
+
+    monkeypatch.setattr(providers, "local_available", lambda: False)
+    for name in ("OPENAI_API_KEY", "ENRICH_PROVIDER", "ENRICH_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    result = runner.invoke(app(), ["ingest", str(FEEDS / "rdf.xml"), "--vault", str(vault), "--enrich"])
+    assert result.exit_code == 2 and "no model configured" in result.stderr
+    assert not (vault / "inbox").exists()
+
+
 def test_module_sizes() -> None:
-    for name in ("feeds", "feedio", "htmlmd", "template", "cli_ingest"):
+    for name in ("feeds", "feedio", "feedlist", "htmlmd", "template", "cli_ingest"):
         assert len((ROOT / "enrich" / f"{name}.py").read_text(encoding="utf-8").splitlines()) < 400, name
     assert feeds_mod.ingest is ingest

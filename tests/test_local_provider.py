@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
 import re
 from importlib.machinery import ModuleSpec
@@ -21,8 +22,12 @@ from enrich.providers.local import (
     NOT_INSTALLED_HINT,
     TAG_PATTERN,
     LocalProvider,
+    article_sentences,
+    article_text,
+    extractive_schema,
     find_bundled_model,
     local_schema,
+    ordered_choice,
 )
 from enrich.schema import Enrichment, enrichment_model, json_schema
 
@@ -158,8 +163,107 @@ def test_tight_schema_compiles_to_a_grammar() -> None:
     from llama_cpp import llama_grammar
 
     gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(local_schema(_schema())))
-    assert re.search(r"^key-points-item ::=", gbnf, re.M)
+    assert re.search(r"^key-points-item ::=", gbnf, re.MULTILINE)
     assert '"\\"002-links\\""' in gbnf
+
+
+def _language(gbnf: str, start: str) -> set[str]:
+    """Every string a small, finite GBNF grammar accepts (literals, refs, |, ( )?)."""
+    rules = dict(line.split(" ::= ", 1) for line in gbnf.splitlines())
+    rules["space"] = '""'
+    memo: dict[str, set[str]] = {}
+
+    def expand(name: str) -> set[str]:
+        """The language of one rule."""
+        if name not in memo:
+            tokens = re.findall(r'"(?:\\.|[^"\\])*"|\)\?|[()|]|[\w-]+', rules[name])
+            memo[name], _ = alternation(tokens, 0)
+        return memo[name]
+
+    def alternation(tokens: list[str], i: int) -> tuple[set[str], int]:
+        """Parse `seq | seq | ...` up to a closing parenthesis."""
+        out: set[str] = set()
+        while True:
+            seq, i = sequence(tokens, i)
+            out |= seq
+            if i < len(tokens) and tokens[i] == "|":
+                i += 1
+                continue
+            return out, i
+
+    def sequence(tokens: list[str], i: int) -> tuple[set[str], int]:
+        """Parse items until `|` or a closing parenthesis."""
+        acc = {""}
+        while i < len(tokens) and tokens[i] not in ("|", ")", ")?"):
+            if tokens[i] == "(":
+                part, i = alternation(tokens, i + 1)
+                part |= {""} if tokens[i] == ")?" else set()
+            elif tokens[i].startswith('"'):
+                part = {re.sub(r"\\(.)", r"\1", tokens[i][1:-1])}
+            else:
+                part = expand(tokens[i])
+            acc = {a + b for a in acc for b in part}
+            i += 1
+        return acc, i
+
+    return expand(start)
+
+
+@pytest.mark.parametrize(("n", "lo", "hi"), [(4, 0, 2), (4, 1, 3), (5, 3, 4), (3, 3, 5), (2, 0, 0)])
+def test_ordered_choice_accepts_exactly_the_ordered_subsets(n: int, lo: int, hi: int) -> None:
+    values = [f"v{i}" for i in range(n)]
+    accepted = {tuple(json.loads(s)) for s in _language(ordered_choice("arr", values, lo, hi), "arr")}
+    expected = {c for k in range(lo, min(hi, n) + 1) for c in itertools.combinations(values, k)}
+    assert accepted == expected
+
+
+def test_ordered_choice_escapes_json_and_gbnf() -> None:
+    values = ['say "hi"', "back\\slash", "中文"]
+    accepted = _language(ordered_choice("arr", values, 3, 3), "arr")
+    assert [json.loads(s) for s in accepted] == [values]
+
+
+def test_related_rule_is_replaced_by_an_ordered_choice() -> None:
+    pytest.importorskip("llama_cpp")
+    gbnf = local.build_grammar(local_schema(_schema()))
+    assert re.search(r"^related ::= .*related-v0", gbnf, re.MULTILINE)
+    assert "related-item" not in gbnf.split("related ::=")[1].splitlines()[0]
+
+
+def test_string_char_rule_excludes_control_characters() -> None:
+    pytest.importorskip("llama_cpp")
+    schema = {"type": "object", "properties": {"w": {"type": "string", "maxLength": 5}}, "required": ["w"]}
+    char_rule = next(line for line in local.build_grammar(schema).splitlines() if line.startswith("char ::="))
+    assert char_rule.startswith(r'char ::= [^"\\\x7F\x00-\x1F]')
+
+
+def test_article_text_and_sentences() -> None:
+    messages = [
+        {"role": "system", "content": "rules"},
+        {"role": "user", "content": "Title: x\n\n<<<ARTICLE\n- **Atomic**: one idea per card.\n"
+         "See [[002-links|links]] too. Ok.\n# Heading here\n<b>html</b> is dropped.\nARTICLE>>>\n"},
+    ]
+    text = article_text(messages)
+    assert text is not None and text.startswith("- **Atomic**")
+    assert article_sentences(text) == ["Atomic: one idea per card.", "See links too.", "Heading here"]
+    assert article_text(messages[:1]) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=400))
+def test_article_sentences_always_pass_the_validator(text: str) -> None:
+    sentences = article_sentences(text)
+    for s in sentences:
+        Enrichment.model_validate({"key_points": [s, "b" * 8 + s, "c" * 8 + s], "tags": ["x"]})
+    assert len({s.casefold() for s in sentences}) == len(sentences)
+
+
+def test_extractive_schema_needs_enough_sentences() -> None:
+    schema = local_schema(_schema())
+    assert extractive_schema(schema, ["One sentence here."]) is schema
+    three = ["First sentence.", "Second sentence.", "Third sentence."]
+    items = extractive_schema(schema, three)["properties"]["key_points"]["items"]
+    assert items == {"type": "string", "enum": three}
 
 
 # ---------------------------------------------------------------- real model

@@ -11,7 +11,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from enrich.errors import ContextOverflow, LLMError, ProviderUnavailable
 from enrich.providers.base import Completion, Message
@@ -34,26 +34,46 @@ DEFAULT_SAMPLING: Final[dict[str, float | int]] = {
     "repeat_penalty": 1.15,
 }
 
+# Budgets that fit n_ctx=2048 with the real prompt (see bench/LOCAL_MODEL_NOTES.md).
+SUGGESTED_MAX_TOKENS: Final = 400
+SUGGESTED_MAX_INPUT_TOKENS: Final = 500
+
 # Grammar-level limits for the tiny model (all stricter than enrich.schema).
 KEY_POINT_MAX_CHARS: Final = 160
 MAX_KEY_POINTS: Final = 4
 MAX_TAGS: Final = 4
 MAX_RELATED: Final = 3
 # A key point: no quote, backslash (so no escapes, no newline), bracket, angle bracket,
-# backtick or control char, and it cannot start with a list/heading/quote marker.
+# backtick or control char; it starts with a letter or digit (Latin, Cyrillic, CJK,
+# kana, Hangul), so it cannot start with punctuation or a list/heading/quote marker.
 _POINT_BANNED: Final = r'"\\\[\]<>`\x00-\x1F\x7F\x85\u2028\u2029'
-_FIRST_BANNED: Final = r"-*+#> \xA0\u1680\u2000-\u200A\u202F\u205F\u3000" + _POINT_BANNED
+_FIRST_CHAR: Final = r"[A-Za-z0-9\u00C0-\u024F\u0400-\u04FF\u3040-\u30FF\u4E00-\u9FFF\uAC00-\uD7AF]"
 KEY_POINT_PATTERN: Final = (
-    "^[^" + _FIRST_BANNED + "][^" + _POINT_BANNED + "]{7," + str(KEY_POINT_MAX_CHARS - 1) + "}$"
+    "^" + _FIRST_CHAR + "[^" + _POINT_BANNED + "]{7," + str(KEY_POINT_MAX_CHARS - 1) + "}$"
 )
 # A tag: ascii lowercase-kebab slug, at most 3 parts of 12 chars (<= 38 chars).
 TAG_PATTERN: Final = r"^[a-z][a-z0-9]{1,11}(-[a-z0-9]{1,11}){0,2}$"
 
+# Extractive mode: key points are chosen, in order, among the article's own sentences.
+EXTRACTIVE: Final = True
+MAX_SENTENCES: Final = 24
+_ARTICLE_RE: Final = re.compile(r"<<<ARTICLE\r?\n(.*?)\r?\nARTICLE>>>", re.DOTALL)
+_SENTENCE_SPLIT_RE: Final = re.compile(r"(?<=[.!?])\s+|(?<=[。！？；])|\r?\n+")
+_SENTENCE_MARKUP_RE: Final = re.compile(
+    r"\*\*|__|\[\[([^\]|]*\|)?|\]\]|^\s*(?:[-*+>]|\d{1,2}[.)]|#{1,6})\s+"
+)
+_SENTENCE_OK_RE: Final = re.compile("^" + _FIRST_CHAR + "[^" + _POINT_BANNED + "]*$")
+
 # JSON whitespace the grammar allows between tokens. llama-cpp-python's converter allows
-# one optional space only; a newline plus indent lets the model pretty-print the way it
-# was trained. None keeps the converter's rule.
+# one optional space only. None keeps the converter's rule.
 GRAMMAR_SPACE: str | None = None
-_SPACE_RULE_RE = re.compile(r"^space ::= .*$", re.M)
+_SPACE_RULE_RE: Final = re.compile(r"^space ::= .*$", re.MULTILINE)
+# llama-cpp-python's JSON `char` rule lets raw control characters (a literal newline)
+# into strings, which json.loads rejects; upstream llama.cpp excludes them.
+_CHAR_RULE_RE: Final = re.compile(r'^char ::= \[\^"\\\\\]', re.MULTILINE)
+_CHAR_RULE_FIXED: Final = r'char ::= [^"\\\x7F\x00-\x1F]'
+_INVALID_RULE_CHARS_RE: Final = re.compile(r"[^a-zA-Z0-9-]+")
+_MAX_CACHED_GRAMMARS: Final = 32
 
 _LOG = logging.getLogger("enrich.local")
 _quiet_callback: Any = None
@@ -111,6 +131,115 @@ def _tighten(prop: Any, items: dict[str, Any] | None, max_items: int) -> None:
     prop["maxItems"] = max(min(current, max_items), prop.get("minItems", 0))
 
 
+def default_threads() -> int:
+    """All cores but one: llama.cpp's spinning threads collapse when a core is busy."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def article_text(messages: list[Message]) -> str | None:
+    """The article between <<<ARTICLE and ARTICLE>>> in the first user message that has one."""
+    for message in messages:
+        found = _ARTICLE_RE.search(message["content"]) if message["role"] == "user" else None
+        if found:
+            return found.group(1)
+    return None
+
+
+def article_sentences(text: str, limit: int = MAX_SENTENCES) -> list[str]:
+    """Plain sentences (8 to KEY_POINT_MAX_CHARS chars) of an article, in order, no repeats."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for raw in _SENTENCE_SPLIT_RE.split(text):
+        sentence = _SENTENCE_MARKUP_RE.sub("", raw).strip()
+        if not 8 <= len(sentence) <= KEY_POINT_MAX_CHARS or not _SENTENCE_OK_RE.match(sentence):
+            continue
+        if sentence.casefold() not in seen:
+            seen.add(sentence.casefold())
+            out.append(sentence)
+    return out[:limit]
+
+
+def _gbnf_literal(value: str) -> str:
+    """A GBNF string literal that matches the JSON encoding of value."""
+    encoded = json.dumps(value, ensure_ascii=False)
+    escaped = encoded.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+
+
+def ordered_choice(rule: str, values: list[str], min_items: int, max_items: int) -> str:
+    """GBNF for a JSON array of min..max distinct values kept in the given order."""
+    n = len(values)
+    lines = [f"{rule}-v{i} ::= {_gbnf_literal(v)}" for i, v in enumerate(values)]
+    tails: dict[tuple[int, int], str] = {}
+
+    def tail(done: int, start: int) -> str:
+        """Rule name for 'done items chosen, next index >= start' ('' when nothing may follow)."""
+        if done >= max_items:
+            return ""
+        key = (done, start)
+        if key not in tails:
+            alts = [
+                f'"," space {rule}-v{j} {tail(done + 1, j + 1)}'.rstrip()
+                for j in range(start, n)
+                if n - j >= min_items - done
+            ]
+            body = " | ".join(alts)
+            if not alts:
+                tails[key] = ""
+                return ""
+            tails[key] = f"{rule}-t{done}-{start}"
+            lines.append(f"{tails[key]} ::= " + (f"( {body} )?" if done >= min_items else body))
+        return tails[key]
+
+    firsts = [f"{rule}-v{j} {tail(1, j + 1)}".rstrip() for j in range(n) if n - j >= min_items]
+    inner = f"( {' | '.join(firsts)} )" if firsts and max_items > 0 else ""
+    if inner and min_items == 0:
+        inner += "?"
+    lines.insert(0, f'{rule} ::= "[" space {inner} "]" space'.replace("  ", " "))
+    return "\n".join(lines)
+
+
+def _order_enum_arrays(gbnf: str, schema: dict[str, Any]) -> str:
+    """Replace the rule of every top-level enum array with an ordered, repeat-free choice."""
+    for name, prop in schema.get("properties", {}).items():
+        values = prop.get("items", {}).get("enum") if isinstance(prop, dict) else None
+        if prop.get("type") != "array" or not values or not all(isinstance(v, str) for v in values):
+            continue
+        rule = _INVALID_RULE_CHARS_RE.sub("-", name)
+        lo, hi = prop.get("minItems", 0), prop.get("maxItems", len(values))
+        if lo > len(values):
+            continue
+        found = re.search(rf"^{re.escape(rule)} ::= .*$", gbnf, re.MULTILINE)
+        if found:
+            ordered = ordered_choice(rule, values, lo, min(hi, len(values)))
+            gbnf = gbnf[: found.start()] + ordered + gbnf[found.end() :]
+    return gbnf
+
+
+def build_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for a JSON schema: llama-cpp-python's converter plus ordered enum arrays."""
+    from llama_cpp import llama_grammar
+
+    try:
+        gbnf = str(llama_grammar.json_schema_to_gbnf(json.dumps(schema)))
+    except Exception as exc:  # the converter raises AssertionError/KeyError/...
+        raise LLMError(f"the JSON schema cannot be turned into a grammar: {exc}") from exc
+    gbnf = _CHAR_RULE_RE.sub(lambda _: _CHAR_RULE_FIXED, gbnf)
+    if GRAMMAR_SPACE is not None:
+        gbnf = _SPACE_RULE_RE.sub(lambda _: f"space ::= {GRAMMAR_SPACE}", gbnf)
+    return _order_enum_arrays(gbnf, schema)
+
+
+def extractive_schema(schema: dict[str, Any], sentences: list[str]) -> dict[str, Any]:
+    """Make key points a choice among the article's sentences (when there are enough)."""
+    prop = schema.get("properties", {}).get("key_points")
+    if not isinstance(prop, dict) or len(sentences) < prop.get("minItems", 0) or not sentences:
+        return schema
+    out = copy.deepcopy(schema)
+    out["properties"]["key_points"]["items"] = {"type": "string", "enum": sentences}
+    return out
+
+
 def _silence_llama(llama_cpp: Any) -> None:
     """Route llama.cpp's C-level log lines to Python logging (debug) instead of stderr."""
     global _quiet_callback
@@ -164,8 +293,8 @@ def count_prompt_tokens(llm: Any, messages: list[Message]) -> int:
     bos = _token_text(llm, llm.token_bos())
     try:
         formatter = llama_chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        result = formatter(messages=messages)
-    except Exception:  # an odd template: an estimate is good enough for the guard
+        result = formatter(messages=cast(Any, messages))
+    except Exception:  # noqa: BLE001 - any template error: an estimate is good enough here
         return _fallback_count(llm, messages)
     tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
     return len(tokens)
@@ -184,6 +313,7 @@ class LocalProvider:
         seed: int = DEFAULT_SEED,
         sampling: dict[str, float | int] | None = None,
         tighten_schema: bool = True,
+        extractive: bool = EXTRACTIVE,
         n_threads: int | None = None,
     ) -> None:
         self._explicit_path = Path(model_path).expanduser() if model_path else None
@@ -191,7 +321,8 @@ class LocalProvider:
         self.seed = seed
         self.sampling = dict(DEFAULT_SAMPLING if sampling is None else sampling)
         self.tighten_schema = tighten_schema
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.extractive = extractive
+        self.n_threads = n_threads or default_threads()
         self.model = (self._explicit_path or Path(MODEL_FILE)).name.removesuffix(".gguf")
         self._llm: Any = None
         self._grammars: dict[str, Any] = {}
@@ -234,19 +365,23 @@ class LocalProvider:
         return self._llm
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
-        """Compile (and cache) a GBNF grammar for a JSON schema; fail loudly, never fall back."""
+        """Compile (and cache) the grammar for a schema; fail loudly, never fall back to plain JSON."""
         key = json.dumps(schema)
         if key not in self._grammars:
             from llama_cpp import llama_grammar
 
-            try:
-                gbnf = llama_grammar.json_schema_to_gbnf(key)
-            except Exception as exc:  # the converter raises AssertionError/KeyError/...
-                raise LLMError(f"the JSON schema cannot be turned into a grammar: {exc}") from exc
-            if GRAMMAR_SPACE is not None:
-                gbnf = _SPACE_RULE_RE.sub(lambda _: f"space ::= {GRAMMAR_SPACE}", gbnf)
-            self._grammars[key] = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
+            if len(self._grammars) >= _MAX_CACHED_GRAMMARS:
+                self._grammars.clear()
+            self._grammars[key] = llama_grammar.LlamaGrammar.from_string(build_grammar(schema), verbose=False)
         return self._grammars[key]
+
+    def _prepare(self, messages: list[Message], schema: dict[str, Any]) -> dict[str, Any]:
+        """Apply the tiny-model schema limits and, in extractive mode, the sentence choice."""
+        if self.tighten_schema:
+            schema = local_schema(schema)
+        if self.extractive:
+            schema = extractive_schema(schema, article_sentences(article_text(messages) or ""))
+        return schema
 
     def _check_fit(self, llm: Any, messages: list[Message], max_tokens: int) -> int:
         """Return the prompt size, or raise ContextOverflow when prompt + answer > n_ctx."""
@@ -263,9 +398,7 @@ class LocalProvider:
         """Blocking body of `complete`, run in a worker thread."""
         with self._thread_lock:
             llm = self._load()
-            if self.tighten_schema:
-                schema = local_schema(schema)
-            grammar = self._grammar(schema)
+            grammar = self._grammar(self._prepare(messages, schema))
             counted = self._check_fit(llm, messages, max_tokens)
             try:
                 response = llm.create_chat_completion(

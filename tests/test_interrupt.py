@@ -1,0 +1,135 @@
+"""Interrupting `python -m enrich run` (SIGINT, SIGKILL) never leaves a half-written note; a rerun finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakeserver import FakeOpenAI
+from fakeserver_limits import write_vault
+
+from enrich.plan import edited_sections, provenance
+from enrich.roles import KEY_POINTS, RELATED, default_roles
+from enrich.vault import scan_vault
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTES = 40
+
+
+def start_run(srv: FakeOpenAI, vault: Path, *extra: str) -> subprocess.Popen[str]:
+    """Start `python -m enrich run` on the vault as a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ENRICH_"))}
+    cmd = [sys.executable, "-m", "enrich", "run", str(vault), "--base-url", srv.url, "--model", "fake-model", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_chats(srv: FakeOpenAI, n: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Wait until the server has received n chat requests."""
+    end = time.monotonic() + timeout
+    while len(srv.chats) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, "the run never got going"
+        time.sleep(0.02)
+
+
+def classify(vault: Path, originals: dict[str, bytes]) -> tuple[int, int]:
+    """Check every note is untouched or fully enriched; return (untouched, enriched)."""
+    roles = default_roles()
+    scanned = scan_vault(vault, roles)
+    assert not scanned.errors
+    assert {vn.rel for vn in scanned.notes} == set(originals)
+    untouched = enriched = 0
+    for vn in scanned.notes:
+        if vn.raw == originals[vn.rel]:
+            untouched += 1
+            continue
+        prov = provenance(vn)
+        assert prov is not None and prov["model"] == "fake-model", vn.rel
+        assert not edited_sections(vn, prov), vn.rel  # managed sections are exactly what was recorded
+        for role in (KEY_POINTS, RELATED):
+            sec = vn.note.section(role)
+            assert sec is not None and not roles.is_placeholder(vn.note.body(sec)), (vn.rel, role)
+        assert "My own thoughts about note" in vn.note.text
+        enriched += 1
+    return untouched, enriched
+
+
+def cached_results(vault: Path) -> int:
+    """Rows in the vault's result cache."""
+    db = sqlite3.connect(vault / ".enrich" / "cache.sqlite")
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    finally:
+        db.close()
+
+
+def finish(srv: FakeOpenAI, vault: Path, originals: dict[str, bytes], written: int) -> None:
+    """Run again without latency: everything gets done, cached results are not asked for again."""
+    srv.latency = 0.0
+    reusable = cached_results(vault) - written  # validated before the interruption, never written
+    before = len(srv.chats)
+    proc = start_run(srv, vault, "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["enriched"] == NOTES - written and report["failed"] == 0
+    assert report["cached"] == reusable
+    assert len(srv.chats) - before == NOTES - written - reusable
+    assert classify(vault, originals) == (0, NOTES)
+
+
+@pytest.fixture
+def slow_server(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    """The fake server with 0.3 s per answer."""
+    fake_openai.latency = 0.3
+    return fake_openai
+
+
+def test_sigint_cancels_cleanly_and_a_rerun_finishes(tmp_path: Path, slow_server: FakeOpenAI) -> None:
+    vault = tmp_path / "vault"
+    originals = write_vault(vault, NOTES)
+    proc = start_run(slow_server, vault, "-j", "4")
+    wait_for_chats(slow_server, 14, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    line = next(ln for ln in err.splitlines() if ln.startswith("interrupted:"))
+    untouched, enriched = classify(vault, originals)
+    assert line == f"interrupted: {enriched} notes written, {untouched} left; run again to continue"
+    assert 0 < enriched < NOTES
+    assert cached_results(vault) == enriched  # results in flight were cancelled, not half-applied
+    assert not list(vault.glob(".*.enrich-tmp"))
+    finish(slow_server, vault, originals, enriched)
+
+
+def test_sigterm_is_handled_like_sigint(tmp_path: Path, slow_server: FakeOpenAI) -> None:
+    vault = tmp_path / "vault"
+    originals = write_vault(vault, NOTES)
+    proc = start_run(slow_server, vault, "-j", "4")
+    wait_for_chats(slow_server, 6, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "run again to continue" in err
+    classify(vault, originals)
+
+
+def test_sigkill_leaves_whole_notes_and_a_rerun_reuses_the_cache(tmp_path: Path, slow_server: FakeOpenAI) -> None:
+    vault = tmp_path / "vault"
+    originals = write_vault(vault, NOTES)
+    proc = start_run(slow_server, vault, "-j", "8")
+    wait_for_chats(slow_server, 20, proc)
+    time.sleep(0.17)  # land somewhere inside a wave of answers being validated and written
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    untouched, enriched = classify(vault, originals)
+    assert 0 < enriched < NOTES
+    finish(slow_server, vault, originals, enriched)

@@ -1,0 +1,224 @@
+"""The rate limiter: unit behaviour, and runs against a fake server that enforces RPM/TPM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakeserver import FakeOpenAI, delayed, rate_limited
+from fakeserver_limits import enforce_limits, fmt_duration, request_tokens, write_vault
+from typer.testing import CliRunner
+
+from enrich.cli import cli
+from enrich.ratelimit import Estimator, RateLimiter, Snapshot, parse_duration
+from enrich.tokens import counter_for
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _no_real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see a real key or config from the environment."""
+    for name in ("OPENAI_API_KEY", "ENRICH_MODEL", "ENRICH_BASE_URL", "ENRICH_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5), ("2m", 120.0),
+     ("", None), ("soon", None), ("5x", None), ("1s2", None)],
+)
+def test_parse_duration(text: str, seconds: float | None) -> None:
+    assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_fake_server_durations_round_trip() -> None:
+    for s in (0.02, 0.5, 1.5, 59.0, 360.0):
+        assert parse_duration(fmt_duration(s)) == pytest.approx(s, abs=0.05)
+
+
+def test_snapshot_reads_headers() -> None:
+    snap = Snapshot.read({"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-tokens": "1200",
+                          "x-ratelimit-reset-tokens": "6m0s", "other": "x"})
+    assert snap == Snapshot(limit_requests=500, remaining_tokens=1200, reset_tokens=360)
+    assert Snapshot.read({"content-type": "application/json"}) is None
+
+
+def test_estimator_matches_count_messages_and_reuses_seeds() -> None:
+    counter = counter_for("gpt-4o-mini")
+    msgs = [{"role": "system", "content": "Be brief. " * 30}, {"role": "user", "content": "Title: x\n" + "word " * 200}]
+    est = Estimator(counter)
+    assert est.prompt(msgs) == counter.count_messages(msgs)
+    seeded = Estimator(counter)
+    seeded.seed(msgs, counter.count_messages(msgs))
+    assert seeded.prompt(msgs) == counter.count_messages(msgs)
+    assert request_tokens({"model": "gpt-4o-mini", "messages": msgs, "max_tokens": 700}) == est.prompt(msgs) + 700
+
+
+async def _grant_times(limiter: RateLimiter, costs: list[int]) -> list[float]:
+    """Acquire concurrently; return when each was granted, relative to the start."""
+    start = time.monotonic()
+
+    async def one(cost: int) -> float:
+        await limiter.acquire(cost)
+        return time.monotonic() - start
+
+    return list(await asyncio.gather(*(one(c) for c in costs)))
+
+
+def test_requests_per_minute_are_paced_after_a_one_second_burst() -> None:
+    times = asyncio.run(_grant_times(RateLimiter(rpm=1200), [1] * 40))  # 20/s, burst 20 minus a 0.1 s reserve
+    assert sum(t < 0.05 for t in times) == 18
+    assert 1.0 < max(times) < 1.5
+    assert times == sorted(times)  # FIFO
+
+
+def test_tokens_per_minute_are_paced() -> None:
+    limiter = RateLimiter(tpm=600_000)  # 10,000 tokens/s, burst 10,000 minus a 1,000 reserve
+    times = asyncio.run(_grant_times(limiter, [1000] * 20))
+    assert sum(t < 0.05 for t in times) == 9
+    assert 1.0 < max(times) < 1.5
+    assert limiter.stats.acquired == 20 and limiter.stats.waited == 11
+
+
+def test_no_limits_means_no_waiting() -> None:
+    limiter = RateLimiter()
+    times = asyncio.run(_grant_times(limiter, [5000] * 200))
+    assert max(times) < 0.1 and limiter.stats.waited == 0
+
+
+def test_a_cancelled_waiter_does_not_block_the_queue() -> None:
+    async def go() -> float:
+        limiter = RateLimiter(rpm=600)  # 10/s, burst 10
+        for _ in range(10):
+            await limiter.acquire(1)
+        stuck = asyncio.create_task(limiter.acquire(1))
+        await asyncio.sleep(0.01)
+        stuck.cancel()
+        start = time.monotonic()
+        await limiter.acquire(1)
+        return time.monotonic() - start
+
+    assert asyncio.run(go()) < 0.2
+
+
+def test_429_pauses_everyone_and_cuts_the_rate_once_per_episode() -> None:
+    async def go() -> tuple[float, RateLimiter]:
+        limiter = RateLimiter(rpm=6000)
+        tickets = [await limiter.acquire(1) for _ in range(5)]
+        limiter.settle(tickets[0], {}, 429, retry_after=0.3)
+        limiter.settle(tickets[1], {}, 429, retry_after=0.3)  # same episode: no second cut
+        start = time.monotonic()
+        await limiter.acquire(1)
+        return time.monotonic() - start, limiter
+
+    waited, limiter = asyncio.run(go())
+    assert 0.25 < waited < 0.6
+    assert limiter.stats.throttled == 2 and limiter.stats.slowdowns == 1
+    assert 0.7 < limiter.factor(limiter._cut_at) < 0.8  # noqa: SLF001 - the cut itself
+    assert limiter.factor(limiter._cut_at + 60) == 1.0  # noqa: SLF001 - recovered after RECOVER_S
+
+
+def test_limits_and_remaining_budget_are_learnt_from_headers() -> None:
+    async def go() -> tuple[float, RateLimiter]:
+        limiter = RateLimiter()
+        t = await limiter.acquire(100)
+        limiter.settle(t, {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+                           "x-ratelimit-limit-tokens": "1000000", "x-ratelimit-remaining-tokens": "900000"})
+        start = time.monotonic()
+        await limiter.acquire(50_000)  # tokens plenty; requests must wait ~1/10 s
+        return time.monotonic() - start, limiter
+
+    waited, limiter = asyncio.run(go())
+    assert limiter.limits == (600, 1_000_000)
+    assert 0.05 < waited < 0.3
+
+
+def test_configured_limit_caps_what_the_server_allows() -> None:
+    async def go() -> RateLimiter:
+        limiter = RateLimiter(rpm=60)
+        t = await limiter.acquire(1)
+        limiter.settle(t, {"x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999"})
+        return limiter
+
+    assert asyncio.run(go()).limits == (60, None)
+
+
+def test_unknown_limits_are_learnt_from_the_rate_that_drew_a_429() -> None:
+    async def go() -> RateLimiter:
+        limiter = RateLimiter()
+        tickets = [await limiter.acquire(1) for _ in range(30)]
+        limiter.settle(tickets[-1], {}, 429, retry_after=0.0)
+        return limiter
+
+    rpm, tpm = asyncio.run(go()).limits
+    assert rpm is not None and 1000 <= rpm <= 1800 and tpm is None  # 30 in the 1 s minimum window
+
+
+# ---------------------------------------------------------------- against the fake server
+
+
+def invoke(srv: FakeOpenAI, vault: Path, *args: str) -> Any:
+    """`enrich run --json` against the fake server."""
+    return runner.invoke(cli, ["run", str(vault), "--json", "--base-url", srv.url, "--model", "fake-model", *args])
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Note bytes under folder."""
+    return {p.name: p.read_bytes() for p in folder.glob("*.md")}
+
+
+def test_run_learns_server_limits_and_draws_few_429s(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    write_vault(tmp_path / "v", 60)
+    lim = enforce_limits(fake_openai, rpm=1200, burst_s=1)  # 20 at once, then 20/s
+    fake_openai.latency = 0.05
+    start = time.monotonic()
+    res = invoke(fake_openai, tmp_path / "v", "-j", "16")
+    elapsed = time.monotonic() - start
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["enriched"] == 60 and report["rate_limited"] == lim.rejected
+    assert lim.rejected <= 3, (lim.rejected, lim.accepted)  # without the limiter: dozens (and retries)
+    assert lim.last is not None and lim.first is not None and lim.last - lim.first >= 1.8  # 40 paced at 20/s
+
+
+def test_configured_tpm_paces_a_server_that_sends_no_headers(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    write_vault(tmp_path / "v", 40)
+    per_request = 1300  # generated notes: ~600 prompt tokens + --max-tokens 700
+    tpm = per_request * 20 * 60  # about 20 requests/s
+    lim = enforce_limits(fake_openai, tpm=tpm, burst_s=1, send_headers=False)
+    res = invoke(fake_openai, tmp_path / "v", "-j", "16", "--tpm", str(tpm), "--max-tokens", "700")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["enriched"] == 40
+    assert lim.rejected <= 3, (lim.rejected, lim.tokens)
+
+
+def test_a_server_that_always_answers_429_ends_within_the_time_limit(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    before = write_vault(tmp_path / "v", 6)
+    fake_openai.default = rate_limited(1)
+    start = time.monotonic()
+    res = invoke(fake_openai, tmp_path / "v", "--time-limit", "3")
+    elapsed = time.monotonic() - start
+    assert res.exit_code == 1
+    report = json.loads(res.stdout)
+    assert report["failed"] == 6 and report["enriched"] == 0 and report["rate_limited"] >= 1
+    assert any("429" in w for w in report["warnings"])
+    assert all("time limit" in f["reason"] or "429" in f["reason"] for f in report["failures"])
+    assert elapsed < 3 + 4  # scan + plan, then at most the time limit
+    assert snapshot(tmp_path / "v") == before
+    assert len(fake_openai.chats) <= 15  # paused and slowed down (tenacity alone would send ~18)
+
+
+def test_a_hung_server_is_abandoned_at_the_time_limit(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    before = write_vault(tmp_path / "v", 4)
+    fake_openai.default = delayed(3600)
+    start = time.monotonic()
+    res = invoke(fake_openai, tmp_path / "v", "--time-limit", "1.5")
+    assert time.monotonic() - start < 1.5 + 4
+    assert res.exit_code == 1
+    assert {f["reason"] for f in json.loads(res.stdout)["failures"]} == {"time limit of 1.5s reached"}
+    assert snapshot(tmp_path / "v") == before
