@@ -73,13 +73,15 @@ def _load_extra(vault: Vault, path: Path, roles: RoleTable) -> VaultNote | None:
     return vn
 
 
-def _open_for_run(paths: Sequence[Path], flags: Mapping[str, Any]) -> tuple[Vault, Settings, RoleTable, list[VaultNote]]:
-    """Open the vault the paths belong to and select the notes."""
+def _open_for_run(
+    paths: Sequence[Path], flags: Mapping[str, Any], vault_root: Path | None = None
+) -> tuple[Vault, Settings, RoleTable, list[VaultNote]]:
+    """Open the vault the paths belong to (or vault_root) and select the notes."""
     paths = list(paths) or [Path.cwd()]
     for p in paths:
         if not p.exists():
             raise UsageError(f"{p}: no such file or folder")
-    vault, settings, roles = open_vault(paths[0], flags)
+    vault, settings, roles = open_vault(vault_root or paths[0], flags)
     return vault, settings, roles, select_notes(vault, paths, roles)
 
 
@@ -94,11 +96,12 @@ def run(
     flags: Mapping[str, Any] | None = None,
     options: "RunOptions | None" = None,
     progress: "PipelineProgress | None" = None,
+    vault_root: Path | None = None,
 ) -> "RunReport":
-    """Enrich notes (or, with options.dry_run, compute diffs without writing)."""
+    """Enrich notes (or, with options.dry_run, compute diffs without writing); vault_root overrides discovery."""
     from .pipeline import Pipeline, RunOptions, run_sync
 
-    vault, settings, roles, notes = _open_for_run(paths, flags or {})
+    vault, settings, roles, notes = _open_for_run(paths, flags or {}, vault_root)
     model, factory, description = model_for(settings)
     pipe = Pipeline(vault, settings, roles, factory, model, options or RunOptions(), progress)
     pipe.report.provider = description

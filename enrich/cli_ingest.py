@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from .errors import EnrichError, UsageError
+from .errors import EnrichError
 
 
 def register(cli: typer.Typer) -> None:
@@ -27,6 +27,10 @@ def ingest(
     ),
     lang: Optional[str] = typer.Option(None, "--lang", help="Headings language: zh, en or auto (the vault's own; zh if unsure)."),
     timeout: float = typer.Option(20.0, "--timeout", min=1, help="Seconds allowed per download."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="With --enrich: model name (env ENRICH_MODEL)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="With --enrich: OpenAI-compatible endpoint."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="With --enrich: openai or local."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="With --enrich: env var holding the key."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON on stdout."),
 ) -> None:
     """Turn new feed entries into notes in the vault's format (deduplicated, polite, undoable).
@@ -53,7 +57,9 @@ def ingest(
 
     try:
         root = vault.expanduser().resolve() if vault is not None else find_vault_root(Path.cwd())
-        settings = load_settings(root, {"lang": lang} if lang else None)
+        flags = {k: v for k, v in {"lang": lang, "model": model, "base_url": base_url, "provider": provider,
+                                   "api_key_env": api_key_env}.items() if v is not None}
+        settings = load_settings(root, flags)
         if enrich and not dry_run:  # fail before writing anything when no model could enrich the notes
             from .providers import resolve_provider_name
 
@@ -61,7 +67,7 @@ def ingest(
         opts = IngestOptions(folder=folder, dry_run=dry_run, limit=limit, full_text=full_text,
                              lang=settings.lang, timeout=timeout)
         report = run_ingest(sources, root, opts, progress)
-        enriched = _enrich_new(report.paths, {"lang": lang} if lang else {}, as_json) if enrich and report.paths else None
+        enriched = _enrich_new(report.paths, flags, as_json, root) if enrich and report.paths else None
     except EnrichError as exc:
         fail(exc)
     except Exception as exc:  # never a traceback: one line, exit 1
@@ -85,24 +91,15 @@ def ingest(
     raise typer.Exit(1 if report.failed or failed_enrich else 0)
 
 
-def _enrich_new(paths: list[Path], flags: dict[str, Any], as_json: bool) -> dict[str, Any]:
-    """INTEGRATION POINT (#5 -> lead): run the enrichment pipeline on the notes ingest just created.
-
-    Calls `enrich.api.run(paths, flags, options, progress)` and prints like `enrich run`;
-    returns the run report as JSON data (its "failed" count decides the exit code).
-    """
-    from . import api
-
-    run = getattr(api, "run", None)
-    if run is None:
-        raise UsageError("--enrich needs enrich.api.run (the enrichment pipeline), which this build lacks",
-                         hint="run `enrich run` on the new notes instead")
+def _enrich_new(paths: list[Path], flags: dict[str, Any], as_json: bool, root: Path) -> dict[str, Any]:
+    """Run the enrichment pipeline on the notes ingest just created; return its JSON report."""
+    from .api import run
     from .cli import err, out
     from .display import RunProgress, run_table
 
     progress = RunProgress(err, quiet=as_json)
     try:
-        report = run(paths, flags, None, progress)
+        report = run(paths, flags, None, progress, vault_root=root)
     finally:
         progress.stop()
     if not as_json:

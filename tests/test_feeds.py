@@ -22,7 +22,6 @@ import typer
 from typer.testing import CliRunner
 
 import enrich.feeds as feeds_mod
-from enrich import api
 from enrich.cli_ingest import register
 from enrich.errors import UsageError
 from enrich.feedio import _net_reason, decode_body, normalize_url
@@ -503,29 +502,19 @@ def test_cli_dry_run_human_output(vault: Path) -> None:
     assert not (vault / "inbox").exists()
 
 
-def test_cli_enrich_calls_the_pipeline_on_the_new_notes(vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENRICH_PROVIDER", "openai")
-    seen: list[list[Path]] = []
-
-    class FakeReport:
-        failed = 0
-        results: list[Any] = []
-
-        def to_json(self) -> dict[str, Any]:
-            return {"failed": 0, "notes": []}
-
-    def fake_run(paths: list[Path], flags: Any = None, options: Any = None, progress: Any = None) -> FakeReport:
-        seen.append(list(paths))
-        return FakeReport()
-
-    monkeypatch.setattr(api, "run", fake_run)
-    result = runner.invoke(app(), ["ingest", str(FEEDS / "rdf.xml"), "--vault", str(vault), "--enrich", "--json"])
+def test_cli_enrich_runs_the_pipeline_on_the_new_notes(vault: Path, fake_openai: Any) -> None:
+    args = ["ingest", str(FEEDS / "rss2.xml"), "--vault", str(vault), "--enrich", "--json",
+            "--base-url", fake_openai.url, "--model", "fake-model"]
+    result = runner.invoke(app(), args)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["enrich"] == {"failed": 0, "notes": []}
-    assert [p.name for p in seen[0]] == [p.name for p in notes(vault)]
-    monkeypatch.delattr(api, "run")
-    result = runner.invoke(app(), ["ingest", str(FEEDS / "atom.xml"), "--vault", str(vault), "--enrich"])
-    assert result.exit_code == 2 and "--enrich needs enrich.api.run" in result.stderr
+    report = json.loads(result.stdout)["enrich"]
+    created = notes(vault)
+    assert report["notes_total"] == len(created) and report["enriched"] >= 2
+    assert report["llm_calls"] == report["enriched"] == len(fake_openai.chats)
+    statuses = {n["path"].rsplit("/", 1)[-1]: n["status"] for n in report["notes"]}
+    for path in created:
+        text = path.read_text(encoding="utf-8")
+        assert ("enriched:" in text) == (statuses[path.name] == "enriched")
 
 
 def test_cli_enrich_without_a_model_fails_before_writing(vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
