@@ -9,7 +9,7 @@ from .check import CheckReport, check_vault
 from .config import Settings, find_vault_root, load_settings
 from .errors import NoteError, ProviderUnavailable, UsageError
 from .journal import UndoReport, undo_last
-from .providers import describe, make_provider
+from .providers import describe, make_provider, tuned_settings
 from .providers.base import Provider
 from .roles import RoleTable
 from .vault import Vault, VaultNote, load_note, roles_for, scan_vault, vault_frequencies
@@ -102,6 +102,7 @@ def run(
     from .pipeline import Pipeline, RunOptions, run_sync
 
     vault, settings, roles, notes = _open_for_run(paths, flags or {}, vault_root)
+    settings = tuned_settings(settings)
     model, factory, description = model_for(settings)
     pipe = Pipeline(vault, settings, roles, factory, model, options or RunOptions(), progress)
     pipe.report.provider = description
@@ -133,6 +134,7 @@ def plan(
 
     vault, settings, roles, notes = _open_for_run(paths, flags or {})
     try:
+        settings = tuned_settings(settings)
         model, _, _ = model_for(settings)
     except ProviderUnavailable:
         model = settings.model or "unknown"

@@ -33,6 +33,17 @@ def resolve_provider_name(settings: Settings) -> str:
     )
 
 
+def tuned_settings(settings: Settings) -> Settings:
+    """Settings with the local model's token budgets where the user set none."""
+    if resolve_provider_name(settings) != "local":
+        return settings
+    from .local import SUGGESTED_MAX_INPUT_TOKENS, SUGGESTED_MAX_TOKENS  # fit the 2,048-token context
+
+    budgets = {"max_input_tokens": SUGGESTED_MAX_INPUT_TOKENS, "max_output_tokens": SUGGESTED_MAX_TOKENS}
+    update = {k: v for k, v in budgets.items() if k not in settings.model_fields_set}
+    return settings.model_copy(update=update)
+
+
 def make_provider(settings: Settings) -> Provider:
     """Build the provider the settings ask for."""
     name = resolve_provider_name(settings)
