@@ -294,7 +294,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--vault", type=Path, default=VAULT)
     p.add_argument("--prompt", choices=["real", "tiny", "extract"], default="real", help="prompts/*.md or a bench variant")
     p.add_argument("--lang", choices=["auto", "en", "zh"], default="en", help="prompt language for --prompt real")
-    p.add_argument("--max-input-tokens", type=int, default=local.SUGGESTED_MAX_INPUT_TOKENS, help="article budget (model tokens)")
+    p.add_argument("--max-input-tokens", type=int, default=500, help="article budget in model tokens (default 500)")
     p.add_argument("--max-tokens", type=int, default=local.SUGGESTED_MAX_TOKENS, help="answer budget")
     p.add_argument("--reasks", type=int, default=2)
     p.add_argument("--candidates", type=int, default=8)

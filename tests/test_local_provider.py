@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enrich.errors import ContextOverflow, ProviderUnavailable
+from enrich.errors import ContextOverflow, LLMError, ProviderUnavailable
 from enrich.providers import local
 from enrich.providers.local import (
     KEY_POINT_PATTERN,
@@ -241,11 +241,14 @@ def test_article_text_and_sentences() -> None:
     messages = [
         {"role": "system", "content": "rules"},
         {"role": "user", "content": "Title: x\n\n<<<ARTICLE\n- **Atomic**: one idea per card.\n"
-         "See [[002-links|links]] too. Ok.\n# Heading here\n<b>html</b> is dropped.\nARTICLE>>>\n"},
+         "See [[002-links|links]] too. Ok.\n# Heading here\n<b>Tags</b> are [stripped](http://x).\n"
+         "Quotes \"are\" skipped.\nARTICLE>>>\n"},
     ]
     text = article_text(messages)
     assert text is not None and text.startswith("- **Atomic**")
-    assert article_sentences(text) == ["Atomic: one idea per card.", "See links too.", "Heading here"]
+    assert article_sentences(text) == [
+        "Atomic: one idea per card.", "See links too.", "Heading here", "Tags are stripped.",
+    ]
     assert article_text(messages[:1]) is None
 
 
@@ -256,6 +259,20 @@ def test_article_sentences_always_pass_the_validator(text: str) -> None:
     for s in sentences:
         Enrichment.model_validate({"key_points": [s, "b" * 8 + s, "c" * 8 + s], "tags": ["x"]})
     assert len({s.casefold() for s in sentences}) == len(sentences)
+
+
+def test_short_chinese_note_falls_back_to_merged_clauses() -> None:
+    text = "写作不是思考完成后的记录，而是思考本身。把想法写成清晰、连贯的笔记，迫使你深入思考、发现漏洞、完善逻辑。"
+    assert article_sentences(text) == [
+        "写作不是思考完成后的记录，而是思考本身。", "把想法写成清晰、连贯的笔记", "迫使你深入思考、发现漏洞、完善逻辑。",
+    ]
+
+
+def test_long_sentence_is_split_at_clauses() -> None:
+    long = ", ".join(f"clause number {i} says something" for i in range(12)) + "."
+    pieces = article_sentences(long)
+    assert len(pieces) >= 3
+    assert all(len(p) <= local.KEY_POINT_MAX_CHARS for p in pieces)
 
 
 def test_extractive_schema_needs_enough_sentences() -> None:
@@ -334,6 +351,18 @@ def test_answer_budget_counts_towards_the_context(provider: LocalProvider) -> No
     prompt = _messages(SHORT_NOTE)
     with pytest.raises(ContextOverflow):
         _run(provider.complete(prompt, _schema(), max_tokens=local.N_CTX))
+
+
+@pytest.mark.local_model
+@needs_model
+def test_bad_grammar_is_an_error_not_a_crash(
+    provider: LocalProvider, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(local, "build_grammar", lambda schema: 'root ::= undefined-rule "x"')
+    schema = {"type": "object", "properties": {"never": {"type": "string"}}}
+    with pytest.raises(LLMError, match="rejected the grammar"):
+        _run(provider.complete([{"role": "user", "content": "hi"}], schema, max_tokens=10))
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.local_model

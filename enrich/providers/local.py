@@ -1,8 +1,17 @@
-"""In-process provider: llama-cpp-python running the bundled SmolLM2-135M GGUF."""
+"""In-process provider: llama-cpp-python running the bundled SmolLM2-135M GGUF.
+
+The answer is constrained by a GBNF grammar built here from the JSON schema (never
+llama-cpp-python's silent plain-JSON fallback), tightened for a 135M model by
+`local_schema`: key points and tags are patterns that always pass `enrich.schema`,
+related ids are an ordered, repeat-free choice. In extractive mode (default) key points
+are chosen, in order, among the article's own sentences, because the tiny model
+otherwise copies the prompt's example. Findings: bench/LOCAL_MODEL_NOTES.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import importlib.util
 import json
@@ -10,6 +19,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -34,9 +44,11 @@ DEFAULT_SAMPLING: Final[dict[str, float | int]] = {
     "repeat_penalty": 1.15,
 }
 
-# Budgets that fit n_ctx=2048 with the real prompt (see bench/LOCAL_MODEL_NOTES.md).
+# Budgets that fit n_ctx=2048 with the real prompt (see bench/LOCAL_MODEL_NOTES.md):
+# ~420 prompt tokens without the article + article + answer. The article budget is in
+# the pipeline's tiktoken (cl100k) tokens; SmolLM2 needs 1.0-1.2x as many.
 SUGGESTED_MAX_TOKENS: Final = 400
-SUGGESTED_MAX_INPUT_TOKENS: Final = 500
+SUGGESTED_MAX_INPUT_TOKENS: Final = 400
 
 # Grammar-level limits for the tiny model (all stricter than enrich.schema).
 KEY_POINT_MAX_CHARS: Final = 160
@@ -57,11 +69,17 @@ TAG_PATTERN: Final = r"^[a-z][a-z0-9]{1,11}(-[a-z0-9]{1,11}){0,2}$"
 # Extractive mode: key points are chosen, in order, among the article's own sentences.
 EXTRACTIVE: Final = True
 MAX_SENTENCES: Final = 24
+MIN_SENTENCES: Final = 3  # enrich.schema asks for at least 3 key points
 _ARTICLE_RE: Final = re.compile(r"<<<ARTICLE\r?\n(.*?)\r?\nARTICLE>>>", re.DOTALL)
 _SENTENCE_SPLIT_RE: Final = re.compile(r"(?<=[.!?])\s+|(?<=[。！？；])|\r?\n+")
-_SENTENCE_MARKUP_RE: Final = re.compile(
-    r"\*\*|__|\[\[([^\]|]*\|)?|\]\]|^\s*(?:[-*+>]|\d{1,2}[.)]|#{1,6})\s+"
+_CLAUSE_SPLIT_RE: Final = re.compile(r"(?<=[,;:，；：、])\s*")
+_INLINE_MARKUP_RE: Final = re.compile(
+    r"!?\[([^\]]*)\]\([^)]*\)"  # Markdown link or image -> its text
+    r"|<[^>]*>"  # HTML tag
+    r"|\*\*|__|`"  # bold, inline code
+    r"|\[\[(?:[^\]|]*\|)?|\]\]"  # wikilink brackets (alias kept)
 )
+_LINE_MARKER_RE: Final = re.compile(r"^\s*(?:[-*+>]|\d{1,2}[.)]|#{1,6})\s+")
 _SENTENCE_OK_RE: Final = re.compile("^" + _FIRST_CHAR + "[^" + _POINT_BANNED + "]*$")
 
 # JSON whitespace the grammar allows between tokens. llama-cpp-python's converter allows
@@ -145,18 +163,61 @@ def article_text(messages: list[Message]) -> str | None:
     return None
 
 
-def article_sentences(text: str, limit: int = MAX_SENTENCES) -> list[str]:
-    """Plain sentences (8 to KEY_POINT_MAX_CHARS chars) of an article, in order, no repeats."""
+def _plain(raw: str) -> str:
+    """One line without list/heading markers and inline Markdown or HTML."""
+    text = _INLINE_MARKUP_RE.sub(lambda m: m.group(1) or "", raw)
+    return _LINE_MARKER_RE.sub("", text).strip()
+
+
+def _fit(sentence: str) -> list[str]:
+    """Split a too-long sentence at clause marks into pieces of at most KEY_POINT_MAX_CHARS."""
+    if len(sentence) <= KEY_POINT_MAX_CHARS:
+        return [sentence]
+    pieces: list[str] = [""]
+    for clause in _CLAUSE_SPLIT_RE.split(sentence):
+        if len(pieces[-1]) + len(clause) + 1 <= KEY_POINT_MAX_CHARS:
+            pieces[-1] = f"{pieces[-1]} {clause}".strip()
+        else:
+            pieces.append(clause)
+    return [p.rstrip(",;:，；：、 ") for p in pieces]
+
+
+def _usable(candidates: list[str], limit: int) -> list[str]:
+    """Keep candidates that are valid key points, in order, without repeats."""
     out: list[str] = []
     seen: set[str] = set()
-    for raw in _SENTENCE_SPLIT_RE.split(text):
-        sentence = _SENTENCE_MARKUP_RE.sub("", raw).strip()
-        if not 8 <= len(sentence) <= KEY_POINT_MAX_CHARS or not _SENTENCE_OK_RE.match(sentence):
-            continue
-        if sentence.casefold() not in seen:
-            seen.add(sentence.casefold())
-            out.append(sentence)
+    for text in candidates:
+        text = text.strip().rstrip(",;:，；：、")
+        ok = 8 <= len(text) <= KEY_POINT_MAX_CHARS and _SENTENCE_OK_RE.match(text)
+        if ok and text.casefold() not in seen:
+            seen.add(text.casefold())
+            out.append(text)
     return out[:limit]
+
+
+def article_sentences(text: str, limit: int = MAX_SENTENCES) -> list[str]:
+    """Plain sentences of an article usable as key points; clauses when sentences are too few."""
+    sentences = [p for raw in _SENTENCE_SPLIT_RE.split(text) for p in _fit(_plain(raw))]
+    found = _usable(sentences, limit)
+    if len(found) < MIN_SENTENCES:
+        found = _usable([c for s in sentences for c in _clauses(s)], limit)
+    return found
+
+
+def _clauses(sentence: str, min_chars: int = 8) -> list[str]:
+    """Split a sentence at clause marks, merging short clauses to at least min_chars."""
+    out: list[str] = []
+    buf = ""
+    for clause in _CLAUSE_SPLIT_RE.split(sentence):
+        buf += clause
+        if len(buf.rstrip(",;:，；：、。.!?！？ ")) >= min_chars:
+            out.append(buf)
+            buf = ""
+    if buf and out:
+        out[-1] += buf
+    elif buf:
+        out.append(buf)
+    return out
 
 
 def _gbnf_literal(value: str) -> str:
@@ -228,6 +289,31 @@ def build_grammar(schema: dict[str, Any]) -> str:
     if GRAMMAR_SPACE is not None:
         gbnf = _SPACE_RULE_RE.sub(lambda _: f"space ::= {GRAMMAR_SPACE}", gbnf)
     return _order_enum_arrays(gbnf, schema)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Point fd 2 at /dev/null briefly (llama.cpp's grammar parser fprintf()s errors)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _check_grammar(llm: Any, gbnf: str) -> None:
+    """Raise LLMError if llama.cpp rejects a grammar (using it anyway would segfault)."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    with _stderr_silenced():
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+    if not sampler:
+        raise LLMError("llama.cpp rejected the grammar built from the JSON schema")
+    llama_cpp.llama_sampler_free(sampler)
 
 
 def extractive_schema(schema: dict[str, Any], sentences: list[str]) -> dict[str, Any]:
@@ -370,9 +456,11 @@ class LocalProvider:
         if key not in self._grammars:
             from llama_cpp import llama_grammar
 
+            gbnf = build_grammar(schema)
+            _check_grammar(self._load(), gbnf)
             if len(self._grammars) >= _MAX_CACHED_GRAMMARS:
                 self._grammars.clear()
-            self._grammars[key] = llama_grammar.LlamaGrammar.from_string(build_grammar(schema), verbose=False)
+            self._grammars[key] = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
         return self._grammars[key]
 
     def _prepare(self, messages: list[Message], schema: dict[str, Any]) -> dict[str, Any]:
