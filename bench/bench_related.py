@@ -7,6 +7,7 @@ Run: python3 bench/bench_related.py [--notes 10000] [--queries 200]
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -43,26 +44,24 @@ class Corpus:
         syll = ["ka", "ro", "ten", "mi", "sa", "lo", "ver", "in", "ga", "to", "ne", "pra", "dis", "con", "al", "ex"]
         made = {"".join(rng.choice(syll) for _ in range(rng.randint(2, 4))) for _ in range(12000)}
         self.words = EN_WORDS + sorted(made)
-        self.wweights = [1 / (r + 1) ** 1.07 for r in range(len(self.words))]
+        self.wweights = list(itertools.accumulate(1 / (r + 1) ** 1.07 for r in range(len(self.words))))
         chars, weights = _cjk_pool()
-        zh_words = {"".join(rng.choices(chars, weights, k=rng.choice((1, 2, 2, 2, 3, 4)))) for _ in range(20000)}
+        cum = list(itertools.accumulate(weights))
+        zh_words = {"".join(rng.choices(chars, cum_weights=cum, k=rng.choice((1, 2, 2, 2, 3, 4)))) for _ in range(20000)}
         self.chars = sorted(zh_words)
         rng.shuffle(self.chars)
-        self.cweights = [1 / (r + 1) ** 1.07 for r in range(len(self.chars))]
+        self.cweights = list(itertools.accumulate(1 / (r + 1) ** 1.07 for r in range(len(self.chars))))
 
     def en(self, rng: random.Random, n: int) -> str:
         """An English-like sentence of n words."""
-        words = rng.choices(self.words, self.wweights, k=n) if self.wweights else [rng.choice(self.words) for _ in range(n)]
+        words = rng.choices(self.words, cum_weights=self.wweights, k=n) if self.wweights else [rng.choice(self.words) for _ in range(n)]
         return " ".join(words).capitalize() + "."
 
     def zh(self, rng: random.Random, n: int) -> str:
         """A Chinese-like sentence of about n characters (words drawn from a Zipf distribution)."""
         if not self.cweights:
             return "".join(rng.choice(self.chars) for _ in range(n)) + "。"
-        text = ""
-        while len(text) < n:
-            text += rng.choices(self.chars, self.cweights, k=1)[0]
-        return text[:n] + "。"
+        return "".join(rng.choices(self.chars, cum_weights=self.cweights, k=n))[:n] + "。"
 
 
 def _cjk_pool() -> tuple[list[str], list[float]]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 from rich.table import Table
 
 from .errors import EnrichError, UsageError
+
+if TYPE_CHECKING:
+    from .vault import Vault
 
 VaultArg = typer.Argument(None, help="Vault folder (default: current folder).", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
@@ -30,7 +33,7 @@ def _fail(exc: EnrichError) -> NoReturn:
     fail(exc)
 
 
-def _open(vault: Optional[Path]) -> Any:
+def _open(vault: Optional[Path]) -> "Vault":
     """Scan the vault a path belongs to."""
     from .api import open_vault
 
@@ -109,6 +112,9 @@ def tags(
 
 def _print_tags(base: Any, report: Any, merge: bool) -> None:
     """Human output of `enrich tags`."""
+    if not report.groups:
+        base.out.print("no near-duplicate tags", markup=False)
+        return
     table = Table(title=f"{len(report.groups)} near-duplicate tag group(s)")
     table.add_column("canonical")
     table.add_column("variants (notes)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -48,7 +49,8 @@ class EvalReport:
 
     def to_json(self) -> dict[str, Any]:
         """Machine-readable report."""
-        return {"notes": self.notes, "k": self.k, **{k.replace(" ", "_").replace("@", "_at_"): v for k, v in self.summary().items()},
+        keys = {k: re.sub(r"[^a-z0-9]+", "_", k.replace("@", "_at_")) for k in self.summary()}
+        return {"notes": self.notes, "k": self.k, **{keys[k]: v for k, v in self.summary().items()},
                 "invalid": self.invalid, "per_note": self.per_note}
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Callable
+
+import numpy as np
 
 from .errors import EnrichError
 from .fsio import atomic_write
@@ -24,6 +25,8 @@ MARGIN = 0.10  # the best match must beat the next note by this much
 PREFIX_BONUS = 0.20  # same unique numbered prefix (`004-`)
 PREFIX_PENALTY = 0.20  # a different numbered prefix when the target's number names another note
 MIN_FUZZY_KEY = 4  # shorter targets must match exactly
+DICE_MIN = 0.3  # bigram overlap a name needs before the (slower) similarity ratio is computed
+MAX_FUZZY = 64  # names compared per target at most
 
 _NUM_PREFIX = re.compile(r"^(\d+)[-_ .]")
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -108,12 +111,12 @@ class LinkMatcher:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
         self.exact: dict[str, dict[str, str]] = {}  # key -> {link id: reason}
-        self.keys: list[tuple[int, str, str]] = []  # (len, key, link id), sorted by length
+        self.names: list[tuple[str, str]] = []  # (key, link id) of every name of every note
         self.prefix_ids: dict[str, set[str]] = {}
         for vn in vault.notes:
             self._add(vn)
-        self.keys.sort()
-        self._lens = [k[0] for k in self.keys]
+        self._grams: _GramIndex | None = None
+        self._by_lid: dict[str, list[str]] | None = None
         self._cache: dict[str, tuple[Match | None, str]] = {}
 
     def _add(self, vn: VaultNote) -> None:
@@ -130,7 +133,7 @@ class LinkMatcher:
             key = match_key(name)
             if key:
                 self.exact.setdefault(key, {}).setdefault(lid, reason)
-                self.keys.append((len(key), key, lid))
+                self.names.append((key, lid))
 
     def match(self, target: str) -> tuple[Match | None, str]:
         """The confident match for a target, or None with the reason."""
@@ -175,13 +178,14 @@ class LinkMatcher:
 
     def _similar(self, key: str) -> dict[str, float]:
         """Per note: the best similarity ratio of any of its names that could reach the threshold."""
+        if self._grams is None:
+            self._grams = _GramIndex([k for k, _ in self.names])
         low = THRESHOLD - PREFIX_BONUS
-        lo = bisect_left(self._lens, int(len(key) * low / (2 - low)))
-        hi = bisect_right(self._lens, int(len(key) * (2 - low) / low) + 1)
         sm = SequenceMatcher(autojunk=False)
         sm.set_seq2(key)
         out: dict[str, float] = {}
-        for _, other, lid in self.keys[lo:hi]:
+        for i in self._grams.near(key):
+            other, lid = self.names[i]
             sm.set_seq1(other)
             if sm.real_quick_ratio() >= low and sm.quick_ratio() >= low:
                 r = sm.ratio()
@@ -191,8 +195,41 @@ class LinkMatcher:
 
     def _ratio(self, key: str, lid: str) -> float:
         """The best similarity of a key to any name of one note."""
-        names = [k for _, k, i in self.keys if i == lid]
+        if self._by_lid is None:
+            self._by_lid = {}
+            for k, i in self.names:
+                self._by_lid.setdefault(i, []).append(k)
+        names = self._by_lid.get(lid, [])
         return max((SequenceMatcher(None, key, k, autojunk=False).ratio() for k in names), default=0.0)
+
+
+def _bigrams(key: str) -> set[str]:
+    """Character bigrams of a key (a one-character key is its own gram)."""
+    return {key[i : i + 2] for i in range(len(key) - 1)} or {key}
+
+
+class _GramIndex:
+    """Character-bigram postings over name keys: finds the few names worth a full similarity check."""
+
+    def __init__(self, keys: list[str]) -> None:
+        postings: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            for g in _bigrams(key):
+                postings.setdefault(g, []).append(i)
+        self.postings = {g: np.asarray(ids, dtype=np.int64) for g, ids in postings.items()}
+        self.sizes = np.asarray([len(_bigrams(k)) for k in keys], dtype=np.float64)
+
+    def near(self, key: str) -> list[int]:
+        """Names sharing enough bigrams with key (Dice >= DICE_MIN), best first, at most MAX_FUZZY."""
+        grams = _bigrams(key)
+        lists = [self.postings[g] for g in grams if g in self.postings]
+        if not lists:
+            return []
+        shared = np.bincount(np.concatenate(lists), minlength=len(self.sizes))
+        dice = 2 * shared / (len(grams) + self.sizes)
+        hits = np.flatnonzero(dice >= DICE_MIN)
+        order = np.lexsort((hits, -dice[hits]))[:MAX_FUZZY]
+        return [int(i) for i in hits[order]]
 
 
 def rewrite(link: Link, new_target: str) -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
 import re
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy import sparse
 
 from . import repair
 from .links import is_attachment
@@ -33,6 +34,10 @@ _MARKUP = re.compile(r"<[^>\n]*>|\]\([^)\n]*\)|\w+://\S+")
 _BINARY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
 _BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+", re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_HAS_WORD = re.compile(r"[^\W_]")
+_FEED_NOISE = re.compile(r"arXiv:\S+\s+Announce Type:\s*\S+\s*$", re.IGNORECASE)  # arXiv RSS preamble line
+_ABSTRACT = re.compile(r"^(?:arXiv:\S+\s+Announce Type:\s*\S+\s+)?Abstract:\s*", re.IGNORECASE)
 _BAD_ID_CHARS = re.compile(r"[\[\]|#^]")
 _STOPWORDS = frozenset(
     """a about above after again against all also am an and any are as at be because been before being below
@@ -141,10 +146,24 @@ def note_tokens(vn: VaultNote) -> list[str]:
     return title + title + names + tokenize(body, CONTENT_TOKENS)
 
 
+def _first_text_line(content: str) -> str:
+    """The first line of content with visible words; a line ending in a colon runs on into the next ones."""
+    out = ""
+    for raw in _COMMENT.sub("", content).splitlines():
+        if raw.lstrip().startswith(("#", "|")) or _FEED_NOISE.match(raw.strip()):
+            continue
+        line = _ABSTRACT.sub("", repair.visible_text(raw))
+        if _HAS_WORD.search(line):
+            out = f"{out} {line}".strip()
+            if not out.endswith((":", "：")) or len(out) >= LINE_CHARS:
+                break
+    return out
+
+
 def candidate_line(vn: VaultNote) -> str:
     """One prompt line: the first key point, else the first sentence of the content."""
     points = key_points(vn)
-    text = repair.visible_text(points[0]) if points else _content(vn)
+    text = repair.visible_text(points[0]) if points else _first_text_line(_raw_content(vn))
     if not points and text:
         text = _SENTENCE_END.split(text, maxsplit=1)[0]
     text = " ".join(text.split())
@@ -171,45 +190,80 @@ def _link_keys(vault: Vault, vn: VaultNote) -> set[str]:
 
 
 class _Features:
-    """A binary note x feature matrix with IDF weights (for tags and link targets)."""
+    """Which notes have which features (tags, link targets), as postings with IDF weights."""
 
     def __init__(self, rows: Sequence[Iterable[str]]) -> None:
         self.vocab: dict[str, int] = {}
-        indptr, indices = [0], []
-        for row in rows:
-            ids = sorted({self.vocab.setdefault(f, len(self.vocab)) for f in row})
-            indices.extend(ids)
-            indptr.append(len(indices))
-        n, v = len(rows), max(len(self.vocab), 1)
-        data = np.ones(len(indices), dtype=np.float32)
-        self.matrix = sparse.csr_matrix((data, np.array(indices, dtype=np.int32), np.array(indptr)), shape=(n, v))
-        df = np.asarray(self.matrix.sum(axis=0)).ravel()
-        self.idf = np.where(df > 1, np.log1p(n / np.maximum(df, 1)), 0.0).astype(np.float32)
+        postings: list[list[int]] = []
+        for i, row in enumerate(rows):
+            for f in set(row):
+                fid = self.vocab.setdefault(f, len(self.vocab))
+                if fid == len(postings):
+                    postings.append([])
+                postings[fid].append(i)
+        self.n = len(rows)
+        self.postings = [np.asarray(p, dtype=np.int64) for p in postings]
+        df = np.asarray([len(p) for p in postings], dtype=np.float64)
+        self.idf = np.where(df > 1, np.log1p(self.n / np.maximum(df, 1)), 0.0).astype(np.float32)
 
     def similarity(self, features: Iterable[str]) -> FloatArray:
         """Per note: IDF-weighted share of these features it also has (0..1)."""
         ids = [self.vocab[f] for f in set(features) if f in self.vocab]
         total = float(self.idf[ids].sum()) if ids else 0.0
         if total <= 0.0:
-            return np.zeros(self.matrix.shape[0], dtype=np.float32)
-        weights = np.zeros(self.matrix.shape[1], dtype=np.float32)
-        weights[ids] = self.idf[ids]
-        return np.asarray(self.matrix @ weights, dtype=np.float32) / np.float32(total)
+            return np.zeros(self.n, dtype=np.float32)
+        rows = np.concatenate([self.postings[i] for i in ids])
+        weights = np.concatenate([np.full(len(self.postings[i]), self.idf[i]) for i in ids])
+        return (np.bincount(rows, weights=weights, minlength=self.n) / total).astype(np.float32)
+
+
+def _bm25() -> Any:
+    """A bm25s BM25 (Lucene variant) whose index build is vectorised with numpy (same scores, ~5x faster)."""
+    import bm25s
+
+    class FastBM25(bm25s.BM25):  # type: ignore[misc]
+        """bm25s.BM25 with build_index_from_ids overridden, as its docstring invites."""
+
+        def build_index_from_ids(self, unique_token_ids: list[int], corpus_token_ids: list[list[int]],
+                                 show_progress: bool = True, leave_progress: bool = False) -> dict[str, Any]:
+            """Term counts, document frequencies and BM25 weights, all in numpy."""
+            if self.method != "lucene" or self.idf_method != "lucene":
+                return dict(super().build_index_from_ids(unique_token_ids, corpus_token_ids, show_progress, leave_progress))
+            self.nonoccurrence_array = None
+            return bm25_matrix(corpus_token_ids, len(unique_token_ids), self.k1, self.b, np.dtype(self.dtype))
+
+    return FastBM25()
+
+
+def bm25_matrix(docs: list[list[int]], n_vocab: int, k1: float, b: float, dtype: np.dtype[Any]) -> dict[str, Any]:
+    """The BM25 (Lucene) weight of every (doc, term) pair as CSC arrays, in bm25s's `scores` layout."""
+    n_docs = len(docs)
+    lens = np.fromiter(map(len, docs), dtype=np.int64, count=n_docs)
+    toks = np.fromiter(itertools.chain.from_iterable(docs), dtype=np.int64, count=int(lens.sum()))
+    keys, tf = np.unique(toks * n_docs + np.repeat(np.arange(n_docs, dtype=np.int64), lens), return_counts=True)
+    term, doc = keys // n_docs, keys % n_docs  # sorted by term, then doc: CSC order
+    df = np.bincount(term, minlength=n_vocab)
+    idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+    avg = max(float(lens.mean()), 1e-9) if n_docs else 1.0
+    tfc = tf / (k1 * ((1 - b) + b * lens[doc] / avg) + tf)
+    indptr = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
+    return {"data": (idf[term] * tfc).astype(dtype), "indices": doc.astype(np.int32), "indptr": indptr,
+            "num_docs": n_docs}
 
 
 class CandidateIndex:
     """Ranks the notes of a vault as link candidates for one note; built once per run."""
 
     def __init__(self, vault: Vault) -> None:
-        import bm25s
-
         self.vault = vault
         self.notes = list(vault.notes)
-        self._pos = {id(vn): i for i, vn in enumerate(self.notes)}
+        self._pos = {vn.rel: i for i, vn in enumerate(self.notes)}
         self._ids = [link_id(vault, vn) for vn in self.notes]
-        self._vocab: dict[str, int] = {"": 0}
-        self._tokens = [self._token_ids(note_tokens(vn), grow=True) for vn in self.notes]
-        self._bm25 = bm25s.BM25()
+        ids: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+        ids[""]  # id 0: the empty token bm25s reserves
+        self._tokens = [list(map(ids.__getitem__, note_tokens(vn))) for vn in self.notes]
+        self._vocab = dict(ids)
+        self._bm25 = _bm25()
         if self.notes:
             self._bm25.index((self._tokens, self._vocab), show_progress=False)
         link_keys = [_link_keys(vault, vn) for vn in self.notes]
@@ -223,14 +277,9 @@ class CandidateIndex:
         """The folded tags of a note."""
         return {fold_tag(t) for t in vn.tags if fold_tag(t)}
 
-    def _token_ids(self, tokens: list[str], grow: bool = False) -> list[int]:
-        """Vocabulary ids of tokens (new tokens are added while indexing, dropped for queries)."""
-        vocab = self._vocab
-        if grow:
-            missing = sorted(set(tokens).difference(vocab))
-            vocab.update(zip(missing, range(len(vocab), len(vocab) + len(missing))))
-            return list(map(vocab.__getitem__, tokens))
-        return [i for i in map(vocab.get, tokens) if i is not None]
+    def _token_ids(self, tokens: list[str]) -> list[int]:
+        """Vocabulary ids of a query's tokens (unknown tokens dropped)."""
+        return [i for i in map(self._vocab.get, tokens) if i is not None]
 
     @staticmethod
     def _backlink_lists(link_keys: list[set[str]]) -> dict[str, list[int]]:
@@ -274,7 +323,7 @@ class CandidateIndex:
 
     def scores(self, vn: VaultNote) -> FloatArray:
         """Combined score of every indexed note as a candidate for vn."""
-        pos = self._pos.get(id(vn))
+        pos = self._pos.get(vn.rel)
         tokens = self._tokens[pos] if pos is not None else self._token_ids(note_tokens(vn))
         total = W_TEXT * self._text_scores(tokens)
         total += W_TAGS * self._tags.similarity(self._tag_keys(vn))
@@ -286,12 +335,8 @@ class CandidateIndex:
 
     def _excluded(self, vn: VaultNote) -> set[int]:
         """Positions that may never be candidates: the note itself and notes it links to."""
-        out = {i for i, other in enumerate(self.notes) if other is vn} if id(vn) not in self._pos else {self._pos[id(vn)]}
-        for ln in vn.links:
-            hit = self.vault.resolve(ln.target) if ln.target else None
-            if hit is not None and id(hit) in self._pos:
-                out.add(self._pos[id(hit)])
-        return out
+        hits = [vn] + [self.vault.resolve(ln.target) for ln in vn.links if ln.target]
+        return {self._pos[h.rel] for h in hits if h is not None and h.rel in self._pos}
 
     def candidates(self, vn: VaultNote, k: int = 15) -> list[Candidate]:
         """The top-k candidates for vn: score descending, then id; never vn or notes it already links to."""
