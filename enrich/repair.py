@@ -17,6 +17,15 @@ with P(char | previous char) from the bigrams of the bundled table (needed for
 characters that differ only in a dropped byte: 信息/信每, 链接/链来, 原文/城文).
 A byte that fits nothing is kept as it was and counted as unresolved.
 
+Speed (~2 ms for a 2 KB note, was ~35 ms; see bench/bench_repair.py): costs and
+the ranked candidates of each byte sequence are computed once per frequency
+table (cached by identity, checked for changes on each call) and short runs are
+memoised; a lead followed by its continuation bytes skips the edges that would
+need a literal (provably worse), and an edge relaxes only the options that can
+reach the next beam.  The search returns what the plain search returns
+(tests/test_repair.py compares both).  char_frequencies counts a spread sample
+of about 200,000 characters, so a vault of thousands of notes costs ~40 ms.
+
 Measured (tests/test_repair.py): the seed note is recovered exactly (all five
 headings, every Chinese phrase, the smart quotes and the emoji; 0 unresolved),
 also with the vault's own frequencies merged in; the 32 readable vault-sample
@@ -125,6 +134,7 @@ class _Tables:
 
     chars: dict[str, float]
     follow: dict[str, dict[str, float]]
+    top_follow: float  # the largest P(next | prev)
 
 
 @lru_cache(maxsize=1)
@@ -141,7 +151,8 @@ def _default_tables() -> _Tables:
     for pair, pair_count in pairs.items():
         if pair[0] in chars:
             follow.setdefault(pair[0], {})[pair[1]] = pair_count / chars[pair[0]]
-    return _Tables(chars, follow)
+    top = max((max(f.values()) for f in follow.values()), default=0.0)
+    return _Tables(chars, follow, top)
 
 
 @lru_cache(maxsize=1)
@@ -155,13 +166,33 @@ def load_default_freq() -> Mapping[str, float]:
     return _default_freq()
 
 
+# char_frequencies counts at most about this many characters of note text.
+_SAMPLE_CHARS = 200_000
+# What char_frequencies does not count: ASCII and (Unicode) whitespace.
+_NOT_COUNTED_RE = re.compile(r"[\x00-\x7f\s]+")
+
+
+def _sample(texts: list[str], budget: int) -> tuple[list[str], int]:
+    """Evenly spread texts of about budget chars in all, and a per-text length cap."""
+    total = sum(map(len, texts))
+    if total <= budget:
+        return texts, total
+    count = max(1, len(texts) * budget // total)
+    step = len(texts) / count
+    return [texts[int(k * step)] for k in range(count)], 2 * budget // count + 1
+
+
 def char_frequencies(texts: Iterable[str]) -> dict[str, float]:
-    """Build relative non-ASCII char frequencies, skipping mojibake/binary texts."""
-    counts: Counter[str] = Counter()
-    for text in texts:
-        if not looks_mojibake(text) and not _looks_binary(text):
-            counts.update(c for c in text if not c.isascii() and not c.isspace())
-    return _normalise(counts)
+    """Build relative non-ASCII char frequencies, skipping mojibake/binary texts.
+
+    Counts every text when they hold at most 200,000 characters in all; beyond
+    that, evenly spread texts of about that size (each cut to twice its share),
+    which is plenty for choosing between candidate characters and keeps a scan
+    of thousands of notes cheap.
+    """
+    picked, cap = _sample(list(texts), _SAMPLE_CHARS)
+    kept = [t[:cap] for t in picked if not looks_mojibake(t) and not _looks_binary(t)]
+    return _normalise(Counter(_NOT_COUNTED_RE.sub("", "".join(kept))))
 
 
 def merge_frequencies(*tables: Mapping[str, float]) -> dict[str, float]:
@@ -181,7 +212,8 @@ _BEAM = 8  # lattice states kept per byte position
 _NO_PAIR = -math.log(1 - _BIGRAM_WEIGHT)  # extra cost of a char without bigram
 _TABLE_CACHE_SIZE = 4  # frequency tables whose derived costs are kept
 _OPTIONS_CACHE_SIZE = 100_000  # byte sequences per table and hole set
-_RUN_CACHE_SIZE = 4096  # decoded runs per table and hole set
+_RUN_CACHE_SIZE = 4096  # decoded runs memoised per table
+_RUN_CACHE_CHARS = 64  # only runs up to this long are memoised
 
 
 @lru_cache(maxsize=65536)
@@ -250,7 +282,7 @@ def _mix(cost: float, cond: float) -> float:
 class _Options:
     """The cheapest chars for one byte sequence, cheapest first."""
 
-    __slots__ = ("chars", "costs", "lone", "index", "_pairs")
+    __slots__ = ("_pairs", "chars", "costs", "index", "lone")
 
     def __init__(self, ranked: list[tuple[str, float]]) -> None:
         """Keep chars, their unigram costs and their costs without a bigram."""
@@ -264,16 +296,10 @@ class _Options:
         """(index, bigram step cost) of the options that follow prev in a bigram."""
         found = self._pairs.get(prev)
         if found is None:
-            if len(follow) < len(self.chars):
-                hits = [(self.index.get(c), cond) for c, cond in follow.items()]
-            else:
-                hits = [(j, follow.get(c)) for j, c in enumerate(self.chars)]
+            index = self.index
+            hits = [(index[c], cond) for c, cond in follow.items() if c in index]
             found = self._pairs[prev] = tuple(
-                sorted(
-                    (j, _mix(self.costs[j], cond))
-                    for j, cond in hits
-                    if j is not None and cond is not None
-                )
+                sorted((j, _mix(self.costs[j], cond)) for j, cond in hits)
             )
         return found
 
@@ -281,26 +307,35 @@ class _Options:
 class _Table:
     """Costs (negative log-probabilities) derived from one frequency table, cached."""
 
-    def __init__(self, freq: Mapping[str, float]) -> None:
-        """Prepare costs from a relative frequency table."""
-        self._freq = _normalise(freq)
-        self.floor = -math.log(min(self._freq.values(), default=1e-9))
+    def __init__(self, freq: dict[str, float]) -> None:
+        """Prepare costs from a frequency table (a private copy), normalised lazily."""
+        self._freq = freq
+        positive = [v for v in freq.values() if v > 0]
+        self._total = sum(positive)  # as _normalise sums, so v / total is the same
+        self.floor = -math.log(min(positive) / self._total if positive else 1e-9)
         self.literal = self.floor + 6.0
-        self.follow = _default_tables().follow
-        # A step never costs less than this (the bigram mix with P(char | prev) <= 1).
-        top = max((max(f.values()) for f in self.follow.values()), default=0.0)
+        tables = _default_tables()
+        self.follow = tables.follow
+        # No step costs less than this (a bigram mix with the largest P(next | prev)).
+        top = tables.top_follow
         least = min(0.0, -math.log((1 - _BIGRAM_WEIGHT) + _BIGRAM_WEIGHT * top))
         # An edge cheaper than this beats any path through one more literal.
         self.dominant = self.literal + least
         self._options: dict[bytes, dict[bytes, _Options | None]] = {}
+        self._costs: dict[str, float] = {}
         self._runs: dict[tuple[str, bytes], tuple[str, int]] = {}
 
     def cost(self, char: str) -> float:
         """Return the unigram cost of emitting char."""
-        p = self._freq.get(char)
-        if p is not None:
-            return -math.log(p)
-        return self.floor + _fallback_penalty(char)
+        cost = self._costs.get(char)
+        if cost is None:
+            p = self._freq.get(char)
+            if p is not None and p > 0:
+                cost = -math.log(p / self._total)
+            else:
+                cost = self.floor + _fallback_penalty(char)
+            self._costs[char] = cost
+        return cost
 
     def options(self, holes: bytes) -> dict[bytes, _Options | None]:
         """The (growing) cache of options per byte sequence for one hole set."""
@@ -318,7 +353,9 @@ class _Table:
         return _Options([o for o in ranked if o[1] <= ranked[0][1] + _SPREAD])
 
     def decode(self, run: str, holes: bytes) -> tuple[str, int]:
-        """Decode one run (memoised per run: runs are decoded independently)."""
+        """Decode one run; short runs (headings, labels) are memoised."""
+        if len(run) > _RUN_CACHE_CHARS:
+            return _decode_run(run, self, holes)
         key = (run, holes)
         done = self._runs.get(key)
         if done is None:
@@ -326,6 +363,10 @@ class _Table:
                 self._runs.clear()
             done = self._runs[key] = _decode_run(run, self, holes)
         return done
+
+    def forget_runs(self) -> None:
+        """Drop the memoised runs."""
+        self._runs.clear()
 
 
 _TABLES: dict[int, tuple[Mapping[str, float], dict[str, float], _Table]] = {}
@@ -336,15 +377,20 @@ def _table_for(freq: Mapping[str, float]) -> _Table:
     hit = _TABLES.get(id(freq))
     if hit is not None and hit[0] is freq and hit[1] == freq:
         return hit[2]
-    table = _Table(freq)
+    copy = dict(freq)
+    table = _Table(copy)
     if len(_TABLES) >= _TABLE_CACHE_SIZE:
         del _TABLES[next(iter(_TABLES))]
-    _TABLES[id(freq)] = (freq, dict(freq), table)
+    _TABLES[id(freq)] = (freq, copy, table)
     return table
 
 
-def _reset_caches() -> None:
-    """Forget every derived table and memo (for benchmarks and tests)."""
+def _reset_caches(runs_only: bool = False) -> None:
+    """Forget every derived table and memo, or only the decoded runs (benchmarks)."""
+    if runs_only:
+        for _, _, table in _TABLES.values():
+            table.forget_runs()
+        return
     _TABLES.clear()
     _candidate_chars.cache_clear()
     _fallback_penalty.cache_clear()
@@ -373,7 +419,9 @@ def _continuations(data: bytes) -> list[int]:
     return out
 
 
-def _decode_run(run: str, table: _Table, holes: bytes) -> tuple[str, int]:
+def _decode_run(
+    run: str, table: _Table, holes: bytes, prune: bool = True
+) -> tuple[str, int]:
     """Viterbi-decode one run of single-byte characters; return text, unresolved.
 
     From each position the lattice has a literal edge (keep the char, unresolved)
@@ -383,7 +431,8 @@ def _decode_run(run: str, table: _Table, holes: bytes) -> tuple[str, int]:
     by at most the continuation bytes of its own char: when the edge taking all
     of them costs less than one literal, every other edge from that lead (which
     must leave a continuation byte, or the lead itself, as a literal) is
-    dominated and is not built.
+    dominated and is not built.  prune=False builds every edge and relaxes
+    every option (the plain search, kept for tests).
     """
     data = run.translate(_TO_LATIN1).encode("latin-1")
     n = len(data)
@@ -403,14 +452,14 @@ def _decode_run(run: str, table: _Table, holes: bytes) -> tuple[str, int]:
             states = list(here.items())
         length = _SEQ_LENGTH[data[i]]
         avail = conts[i]
-        if length > avail and length - 1 - avail <= _MAX_INSERTIONS:
+        if prune and length > avail and length - 1 - avail <= _MAX_INSERTIONS:
             end = i + 1 + avail
             seq = data[i:end]
             opts = cache.get(seq, _MISSING)
             if opts is _MISSING:
                 opts = cache[seq] = table.search(seq, holes)
             if isinstance(opts, _Options) and opts.lone[0] < table.dominant:
-                _relax(lattice[end], i, states, opts, follow)
+                _relax(lattice[end], i, states, opts, follow, prune)
                 continue
         first = _first(states)
         key0, state0 = states[first]
@@ -430,7 +479,7 @@ def _decode_run(run: str, table: _Table, holes: bytes) -> tuple[str, int]:
             if opts is _MISSING:
                 opts = cache[seq] = table.search(seq, holes)
             if isinstance(opts, _Options):
-                _relax(lattice[end], i, states, opts, follow)
+                _relax(lattice[end], i, states, opts, follow, prune)
     return _trace(lattice)
 
 
@@ -452,6 +501,7 @@ def _relax(
     states: list[tuple[str, _State]],
     opts: _Options,
     follow: dict[str, dict[str, float]],
+    prune: bool,
 ) -> None:
     """Extend the beam at position i along one decoding edge into target.
 
@@ -468,7 +518,7 @@ def _relax(
     chars, lone = opts.chars, opts.lone
     size = len(chars)
     limit = size
-    if size > _BEAM:
+    if prune and size > _BEAM:
         bound = cost0 + lone[_BEAM - 1]
         limit = _BEAM
         while limit < size and cost0 + lone[limit] <= bound:
