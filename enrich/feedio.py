@@ -238,7 +238,7 @@ def vault_index(root: Path) -> tuple[set[str], list[str], dict[str, int]]:
             continue
         try:
             fm = frontmatter.parse(text)
-            meta = fm.data if fm else {}
+            meta = fm.data if fm else {}  # FrontmatterError is raised here
             found = [str(meta[k]) for k in ("source_url", "url", "link") if isinstance(meta.get(k), str)]
         except frontmatter.FrontmatterError:
             found = _SOURCE_URL.findall(text[:4096])

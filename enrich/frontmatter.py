@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import date
 from typing import Any
 
@@ -23,15 +24,29 @@ class FrontmatterError(ValueError):
 
 @dataclass(frozen=True)
 class Frontmatter:
-    """The frontmatter block of a note: its span, raw text, format and parsed data."""
+    """The frontmatter block of a note: its span and format; the data is parsed on first use."""
 
     start: int  # offset of the opening ---
     body_start: int  # offset of the first line inside
     body_end: int  # offset of the closing --- line
     end: int  # offset just after the closing line (and its newline)
     format: str  # "yaml" or "json"
-    data: dict[str, Any]
-    error: str | None = None  # set when strict parsing failed and a lenient reading was used
+    raw: str
+
+    @cached_property
+    def _parsed(self) -> tuple[dict[str, Any], str | None]:
+        """(data, error): raises FrontmatterError when not even a lenient reading works."""
+        return _load(self.raw, self.format)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The parsed mapping (rendering never needs it, so it is computed lazily)."""
+        return self._parsed[0]
+
+    @property
+    def error(self) -> str | None:
+        """Set when strict parsing failed and a lenient reading was used."""
+        return self._parsed[1]
 
 
 def find(text: str) -> tuple[int, int, int, int] | None:
@@ -46,13 +61,18 @@ def find(text: str) -> tuple[int, int, int, int] | None:
 
 
 def parse(text: str) -> Frontmatter | None:
-    """Parse the leading frontmatter block; raise FrontmatterError when it is invalid."""
+    """Find the leading frontmatter block; its data is parsed on first access (FrontmatterError)."""
     span = find(text)
     if span is None:
         return None
     start, body_start, body_end, end = span
     raw = text[body_start:body_end]
     fmt = "json" if raw.lstrip().startswith("{") else "yaml"
+    return Frontmatter(start, body_start, body_end, end, fmt, raw)
+
+
+def _load(raw: str, fmt: str) -> tuple[dict[str, Any], str | None]:
+    """Parse frontmatter text strictly, else leniently; raise FrontmatterError when neither works."""
     error: str | None = None
     try:
         data = json.loads(raw) if fmt == "json" else (fast_yaml(raw) or yaml.load(raw, Loader=_LOADER))
@@ -66,7 +86,7 @@ def parse(text: str) -> Frontmatter | None:
         data = {}
     if not isinstance(data, dict):
         raise FrontmatterError(f"frontmatter is a {type(data).__name__}, not a mapping")
-    return Frontmatter(start, body_start, body_end, end, fmt, data, error)
+    return data, error
 
 
 _FAST_LINE = re.compile(r"([A-Za-z_][\w\-]*):(?:[ \t]+(.*?))?[ \t]*")
@@ -129,10 +149,12 @@ def _lenient(raw: str) -> dict[str, Any] | None:
         if not m:
             return None
         value = m.group(2).strip()
-        try:
-            parsed = yaml.load(value, Loader=_LOADER) if value else None
-        except yaml.YAMLError:
-            parsed = value
+        parsed = _fast_scalar(value)
+        if parsed is _NOT_FAST:
+            try:
+                parsed = yaml.load(value, Loader=_LOADER)
+            except yaml.YAMLError:
+                parsed = value
         data[m.group(1)] = value if isinstance(parsed, dict) and not value.startswith("{") else parsed
     return data
 

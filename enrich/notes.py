@@ -56,8 +56,13 @@ class Note:
 
     @property
     def meta(self) -> dict[str, Any]:
-        """The parsed frontmatter mapping (empty when there is none)."""
-        return self.frontmatter.data if self.frontmatter else {}
+        """The parsed frontmatter mapping (empty when none); BadFrontmatterError when unreadable."""
+        if self.frontmatter is None:
+            return {}
+        try:
+            return self.frontmatter.data
+        except fmod.FrontmatterError as exc:
+            raise BadFrontmatterError(self.path, str(exc)) from exc
 
     @property
     def display_title(self) -> str:
@@ -123,10 +128,7 @@ def parse_note(raw: bytes, path: Path | str = "note.md", roles: RoleTable | None
 def parse_text(text: str, path: Path | str = "note.md", *, bom: bool = False, roles: RoleTable | None = None) -> Note:
     """Parse decoded note text into frontmatter, title, sections and trailer."""
     roles = roles or default_roles()
-    try:
-        fm = fmod.parse(text)
-    except fmod.FrontmatterError as exc:
-        raise BadFrontmatterError(path, str(exc)) from exc
+    fm = fmod.parse(text)
     start = fm.end if fm else 0
     headings, breaks = _scan(text, start)
     title = None

@@ -644,9 +644,12 @@ def visible_text(content: str) -> str:
     return " ".join(text.split())
 
 
+_SAMPLE_PREFIX = 8000
+
+
 def _looks_binary(content: str) -> bool:
     """Tell whether content is compressed/binary bytes decoded as text."""
-    body = content.lstrip(" \t\r\n")
+    body = content.lstrip(" \t\r\n")[:_SAMPLE_PREFIX]  # compressed bytes show from the first line
     if body.startswith(_BINARY_MAGIC):
         return True
     bad = len(_BINARY_CHAR_RE.findall(body))
@@ -657,6 +660,10 @@ def unusable_reason(content: str, *, min_chars: int = 80) -> str | None:
     """Say why article content is unusable ('binary', 'html-without-text', 'too-short')."""
     if _looks_binary(content):
         return "binary"
+    cut = max(content.rfind("\n", 0, _SAMPLE_PREFIX), content.rfind(">", 0, _SAMPLE_PREFIX))
+    if len(content) > _SAMPLE_PREFIX and cut > 0:  # a long note: its start (cut between tags) usually decides
+        if len(_LETTER_RE.findall(visible_text(content[: cut + 1]))) >= min_chars:
+            return None
     text = visible_text(content)
     letters = len(_LETTER_RE.findall(text))
     if letters == 0 and _HAS_TAG_RE.search(content):

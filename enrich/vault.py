@@ -95,6 +95,7 @@ def _build(
         if fixed is not None:
             text, repaired = fixed.text, True
     note = parse_text(text, path, bom=bom, roles=roles)
+    note.meta  # noqa: B018 - surface BadFrontmatterError at load time, not mid-run
     return VaultNote(path, _rel(path, root), raw, note, repaired, find_links(note.text))
 
 

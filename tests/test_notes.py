@@ -120,8 +120,10 @@ def test_no_frontmatter_gets_one() -> None:
 def test_bad_input_errors() -> None:
     with pytest.raises(NotUtf8Error):
         parse_note(b"---\ntitle: caf\xe9\n---\n", "bad.md")
+    broken = parse_note(b"---\n: : [\n  - x: {\n---\nbody\n", "bad.md")
+    assert broken.render() == b"---\n: : [\n  - x: {\n---\nbody\n"  # rendering never needs the data
     with pytest.raises(BadFrontmatterError):
-        parse_note(b"---\n: : [\n  - x: {\n---\nbody\n", "bad.md")
+        broken.meta
 
 
 def test_lenient_frontmatter_reads_unquoted_colons() -> None:
