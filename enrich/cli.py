@@ -217,10 +217,11 @@ def undo(vault: Optional[Path] = VaultArg, as_json: bool = JsonOpt) -> None:
 
 def _register_commands() -> None:
     """Add the command groups that live in their own modules."""
-    from . import cli_ingest, cli_links
+    from . import cli_batch, cli_ingest, cli_links
 
     cli_ingest.register(cli)
     cli_links.register(cli)
+    cli_batch.register(cli)
 
 
 _register_commands()

@@ -273,9 +273,19 @@ class Pipeline:
             result.status, result.reason = "failed", str(exc)
         return result
 
+    def result_key(self, req: Request) -> str:
+        """Cache key of a note's result: model, prompt version, note, title, language and content.
+
+        Not the candidates or the tag vocabulary: they shift as other notes are enriched (an
+        interrupted run, a batch collected later), so a cached result is instead re-validated
+        against the note's current candidate list before it is used.
+        """
+        note = f"{req.vn.rel}\n{req.vn.title}\n{req.lang}\n{req.content_hash}"
+        return request_key(self.model, req.prompts.version, [{"role": "note", "content": note}], {})
+
     async def _result_for(self, req: Request, result: NoteResult) -> Enrichment:
         """The cached validated result, or a new model call (stored in the cache)."""
-        key = request_key(self.model, req.prompts.version, req.messages, req.schema)
+        key = self.result_key(req)
         hit = self.cache.get(key)
         if hit is not None:
             value, _, _ = hit
@@ -289,7 +299,7 @@ class Pipeline:
             max_tokens=self.settings.max_output_tokens, max_reasks=self.settings.max_reasks,
         )
         result.calls, result.prompt_tokens, result.completion_tokens = call.calls, call.prompt_tokens, call.completion_tokens
-        value_obj = sanitize(call.value)
+        value_obj = call.value  # parse_enrichment already cleaned and re-validated it
         self.cache.put(key, value_obj.model_dump(), self.model, call.prompt_tokens, call.completion_tokens)
         return value_obj
 

@@ -19,10 +19,11 @@ from typing import Any
 from .tokens import Counter
 
 BURST_S = 1.0  # seconds of budget spent at once before the server has told us its bucket size
-JITTER_S = 0.1  # budget kept in reserve: requests sent together may reach the server this far apart
-CUT = 0.75  # rate factor applied on a 429
+JITTER_S = 0.25  # budget kept in reserve: requests granted together may reach the server this far apart
+CUT_UNKNOWN = 0.75  # rate factor applied on a 429 when no limit is known
+CUT_KNOWN = 0.9  # ... when limits are known (the 429 says our estimate ran a little ahead)
 MIN_FACTOR = 0.05
-RECOVER_S = 60.0  # seconds to climb back from a cut to full speed
+RECOVER_S = 30.0  # seconds to climb back from a cut to full speed
 DEFAULT_PAUSE = 1.0  # pause after a 429 that gives no Retry-After and no reset time
 RECENT_S = 10.0  # window for the observed send rate (learnt limit when nothing else is known)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -83,12 +84,13 @@ _EMPTY = Snapshot()
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """One granted acquire: its cost and the buckets' running totals right after it."""
+    """One granted acquire: when, its cost, and the buckets' running totals right after it."""
 
     seq: int
     cost: int
     requests_after: float
     tokens_after: float
+    at: float
 
 
 @dataclass
@@ -148,11 +150,11 @@ class Bucket:
         self.capacity = max(self._burst(per_minute), min(learnt, per_minute))
         self.level = min(self.level if learnt else self.capacity, self.capacity)
 
-    def sync(self, remaining: float, charged_then: float) -> None:
-        """Trust the server's remaining budget, minus what was taken since that request left."""
-        self.level = remaining - (self.charged - charged_then)
+    def sync(self, remaining: float, charged_then: float, refilled: float) -> None:
+        """Trust the server's remaining budget, plus its refill and minus what we took since that request left."""
         if self.per_minute:
             self.capacity = max(self.capacity, min(remaining, self.per_minute))
+        self.level = min(self.capacity, remaining + refilled) - (self.charged - charged_then)
 
     def drain(self) -> None:
         """Forget any budget left (the server said it is exhausted)."""
@@ -203,7 +205,8 @@ class RateLimiter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
         self._paused_until = 0.0
-        self._cut_factor, self._cut_at, self._cut_seq = 1.0, 0.0, -1
+        self._cut_factor, self._cut_at = 1.0, 0.0
+        self._episode_seq, self._episode_at = -1, float("-inf")  # the last burst of 429s
         self._recent: deque[float] = deque()
 
     @property
@@ -279,7 +282,7 @@ class RateLimiter:
         self._recent.append(now)
         while self._recent[0] < now - RECENT_S:
             self._recent.popleft()
-        return Ticket(self._seq, cost, self._requests.charged, self._tokens.charged)
+        return Ticket(self._seq, cost, self._requests.charged, self._tokens.charged, now)
 
     def _pump(self) -> None:
         """Timer callback: release every waiter at the head of the queue that may go now."""
@@ -325,24 +328,30 @@ class RateLimiter:
             if limit:
                 bucket.set_limit(min(limit, configured) if configured else limit)
             server_governs = bucket.per_minute is not None and (not configured or (limit or 0) < configured)
-            if remaining is not None and charged_then is not None and server_governs:
-                bucket.refill(now, f)
-                bucket.sync(remaining, charged_then)
+            if remaining is not None and ticket is not None and charged_then is not None and server_governs:
+                bucket.refill(now, f)  # the server counted at most from our send: credit its refill since
+                bucket.sync(remaining, charged_then, (now - ticket.at) * bucket.rate(f))
 
     def _throttled(self, ticket: Ticket | None, snap: Snapshot | None, retry_after: float | None, now: float) -> None:
-        """A 429: pause everyone, drain the budget, cut the rate once per episode."""
+        """A 429: pause everyone and drain the budget; cut the rate once per episode (a lone one under known limits is forgiven)."""
         self.stats.throttled += 1
         pause = retry_after if retry_after is not None else _reset_of_exhausted(snap)
         self._paused_until = max(self._paused_until, now + min(60.0, DEFAULT_PAUSE if pause is None else pause))
         if snap is None or (snap.remaining_requests is None and snap.remaining_tokens is None):
             self._requests.drain()
             self._tokens.drain()
-        if ticket is not None and ticket.seq <= self._cut_seq:
-            return  # sent before the last cut: same episode
+        if ticket is not None and ticket.seq <= self._episode_seq:
+            return  # sent before this episode began: same episode
+        lone = now - self._episode_at > RECOVER_S
+        self._episode_seq, self._episode_at = self._seq, now
+        cut = CUT_KNOWN
         if self._requests.per_minute is None and self._tokens.per_minute is None:
             self._requests.set_limit(self._observed_rpm(now))
             self._requests.drain()
-        self._cut_factor, self._cut_at, self._cut_seq = max(MIN_FACTOR, self.factor(now) * CUT), now, self._seq
+            cut = CUT_UNKNOWN
+        elif lone:
+            return  # known limits, first 429 in a while: timing jitter; the pause and the drain are enough
+        self._cut_factor, self._cut_at = max(MIN_FACTOR, self.factor(now) * cut), now
         self.stats.slowdowns += 1
 
     def _observed_rpm(self, now: float) -> float:

@@ -133,3 +133,24 @@ def test_sigkill_leaves_whole_notes_and_a_rerun_reuses_the_cache(tmp_path: Path,
     untouched, enriched = classify(vault, originals)
     assert 0 < enriched < NOTES
     finish(slow_server, vault, originals, enriched)
+
+
+def test_a_cached_result_survives_other_notes_being_enriched(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """What an interrupted run validated but never wrote is reused, though candidates and tags moved on."""
+    from typer.testing import CliRunner
+
+    from enrich.cli import cli
+
+    vault = tmp_path / "vault"
+    originals = write_vault(vault, 12)
+    args = ["--base-url", fake_openai.url, "--model", "fake-model", "--json"]
+    runner = CliRunner(env={"OPENAI_API_KEY": None, "ENRICH_MODEL": None, "ENRICH_BASE_URL": None})
+    one = str(vault / "gen-00003.md")
+    assert runner.invoke(cli, ["run", one, "--dry-run", *args]).exit_code == 0  # validated and cached, not written
+    others = [str(vault / name) for name in sorted(originals) if name != "gen-00003.md"]
+    assert runner.invoke(cli, ["run", *others, *args]).exit_code == 0  # the vault around it changes
+    calls = len(fake_openai.chats)
+    res = runner.invoke(cli, ["run", one, *args])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["cached"] == 1 and len(fake_openai.chats) == calls
+    assert classify(vault, originals) == (0, 12)

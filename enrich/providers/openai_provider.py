@@ -188,6 +188,10 @@ class OpenAIProvider:
         """Close the HTTP connections."""
         await self._client.close()
 
+    def request_body(self, messages: list[Message], schema: dict[str, Any], *, max_tokens: int) -> dict[str, Any]:
+        """The /v1/chat/completions body `complete` would send first (used for Batch API lines)."""
+        return self._request(messages, schema, self.mode, max_tokens)
+
     def _request(
         self, messages: list[Message], schema: dict[str, Any], mode: str, max_tokens: int
     ) -> dict[str, Any]:
