@@ -185,7 +185,7 @@ def test_run_learns_server_limits_and_draws_few_429s(tmp_path: Path, fake_openai
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["enriched"] == 60 and report["rate_limited"] == lim.rejected
-    assert lim.rejected <= 3, (lim.rejected, lim.accepted)  # without the limiter: dozens (and retries)
+    assert lim.rejected <= 6, (lim.rejected, lim.accepted)  # <= 10%; without the limiter: dozens (and retries)
     assert lim.last is not None and lim.first is not None and lim.last - lim.first >= 1.8  # 40 paced at 20/s
 
 
