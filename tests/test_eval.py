@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from enrich.cli_links import register
+from enrich.cli import cli as enrich_cli
 from enrich.errors import UsageError
 from enrich.evaluate import default_golden, run_eval
 
@@ -18,15 +18,8 @@ runner = CliRunner()
 
 
 def app() -> typer.Typer:
-    """A fresh Typer app with the links/tags/eval commands."""
-    cli = typer.Typer()
-
-    @cli.callback()
-    def _root() -> None:
-        """Test app."""
-
-    register(cli)
-    return cli
+    """The real CLI (links, tags and eval are registered on it)."""
+    return enrich_cli
 
 
 def test_golden_set_is_well_formed() -> None:

@@ -10,10 +10,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from enrich.cli_links import register
+from enrich.cli import cli as enrich_cli
 from enrich.journal import undo_last
-from enrich.links import find_links
 from enrich.linkfix import LinkMatcher, fix_links, match_key, rewrite
+from enrich.links import find_links
 from enrich.vault import scan_vault
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,15 +22,8 @@ runner = CliRunner()
 
 
 def app() -> typer.Typer:
-    """A fresh Typer app with the links/tags/eval commands."""
-    cli = typer.Typer()
-
-    @cli.callback()
-    def _root() -> None:
-        """Test app."""
-
-    register(cli)
-    return cli
+    """The real CLI (links, tags and eval are registered on it)."""
+    return enrich_cli
 
 
 def write(folder: Path, name: str, text: str | bytes) -> Path:

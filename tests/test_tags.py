@@ -10,10 +10,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from enrich.cli_links import register
+from enrich.cli import cli as enrich_cli
 from enrich.errors import ConfigError
 from enrich.journal import undo_last
-from enrich.tags import TagVocabulary, fold_tag, load_aliases, merge_vault_tags, normalise_tag
+from enrich.tags import (
+    TagVocabulary,
+    fold_tag,
+    load_aliases,
+    merge_vault_tags,
+    normalise_tag,
+)
 from enrich.vault import Vault, scan_vault
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,15 +28,8 @@ runner = CliRunner()
 
 
 def app() -> typer.Typer:
-    """A fresh Typer app with the links/tags/eval commands."""
-    cli = typer.Typer()
-
-    @cli.callback()
-    def _root() -> None:
-        """Test app."""
-
-    register(cli)
-    return cli
+    """The real CLI (links, tags and eval are registered on it)."""
+    return enrich_cli
 
 
 def write(folder: Path, name: str, text: str) -> Path:
