@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -30,7 +31,7 @@ def open_vault(path: Path, flags: Mapping[str, Any] | None = None) -> tuple[Vaul
     settings = load_settings(root, flags)
     try:
         roles = roles_for(settings.roles, settings.placeholder_patterns)
-    except (ValueError, Exception) as exc:  # bad regex or unknown role in config
+    except (ValueError, re.error) as exc:  # unknown role or bad regex in config
         raise UsageError(f"invalid [roles] or placeholder_patterns in enrich.toml: {exc}") from exc
     return scan_vault(root, roles), settings, roles
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from . import repair
 from .errors import BadFrontmatterError, NotUtf8Error
 from .roles import CONTENT, KEY_POINTS, MANAGED, RoleTable
-from .vault import Vault, VaultNote
+from .vault import Vault, VaultNote, relative_path
 
 KINDS = (
     "placeholder",
@@ -102,7 +102,7 @@ def check_vault(
     for err in vault.errors:
         kind = "not-utf8" if isinstance(err, NotUtf8Error) else (
             "bad-frontmatter" if isinstance(err, BadFrontmatterError) else "unreadable")
-        report.problems.append(Problem(_rel(vault, err.path), kind, err.reason))
+        report.problems.append(Problem(relative_path(err.path, vault.root), kind, err.reason))
     for i, vn in enumerate(vault.notes, 1):
         report.problems += _note_problems(vn, vault, roles, min_chars)
         if progress:
@@ -110,11 +110,3 @@ def check_vault(
     report.problems += _duplicate_ids(vault)
     report.problems.sort(key=lambda p: (p.path, KINDS.index(p.kind)))
     return report
-
-
-def _rel(vault: Vault, path: Any) -> str:
-    """Path of a file relative to the vault root when possible."""
-    try:
-        return str(path.resolve().relative_to(vault.root.resolve()).as_posix())
-    except (ValueError, AttributeError):
-        return str(path)

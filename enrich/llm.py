@@ -156,9 +156,10 @@ async def call_validated(
     *,
     max_tokens: int = 600,
     max_reasks: int = 2,
+    schema: dict[str, Any] | None = None,
 ) -> CallResult:
-    """Ask the provider for model_cls JSON, re-asking on invalid output."""
-    schema = json_schema(model_cls)
+    """Ask the provider for model_cls JSON (schema: its precomputed JSON schema), re-asking on invalid output."""
+    schema = schema if schema is not None else json_schema(model_cls)
     base = [dict(m) for m in messages]
     convo = base
     prompt_tokens = completion_tokens = calls = 0

@@ -296,7 +296,7 @@ class Pipeline:
                 result.cached = False
         call = await call_validated(
             self._get_provider(), req.messages, req.model_cls,
-            max_tokens=self.settings.max_output_tokens, max_reasks=self.settings.max_reasks,
+            max_tokens=self.settings.max_output_tokens, max_reasks=self.settings.max_reasks, schema=req.schema,
         )
         result.calls, result.prompt_tokens, result.completion_tokens = call.calls, call.prompt_tokens, call.completion_tokens
         value_obj = call.value  # parse_enrichment already cleaned and re-validated it

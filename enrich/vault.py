@@ -96,7 +96,7 @@ def _build(
             text, repaired = fixed.text, True
     note = parse_text(text, path, bom=bom, roles=roles)
     note.meta  # noqa: B018 - surface BadFrontmatterError at load time, not mid-run
-    return VaultNote(path, _rel(path, root), raw, note, repaired, find_links(note.text))
+    return VaultNote(path, relative_path(path, root), raw, note, repaired, find_links(note.text))
 
 
 def vault_frequencies(texts: Iterable[str]) -> dict[str, float]:
@@ -107,7 +107,7 @@ def vault_frequencies(texts: Iterable[str]) -> dict[str, float]:
     return freq
 
 
-def _rel(path: Path, root: Path) -> str:
+def relative_path(path: Path, root: Path) -> str:
     """Return the posix path of a note relative to the vault root (or its name)."""
     try:
         return path.relative_to(root).as_posix()  # the scan's own paths: no syscall
