@@ -14,10 +14,11 @@ from .roles import CONTENT, KEY_POINTS, RELATED, SOURCE, THOUGHTS, RoleTable, de
 
 BOM = "\ufeff"
 _HEADING = re.compile(r"(#{1,6})(?:[ \t]+(.*?))?[ \t]*(?:[ \t]#+[ \t]*)?$")
-_FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+_FENCE = re.compile(r"^[ ]{0,3}(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?(`{3,}|~{3,})")  # also a fence opening a list item
 _BREAK = re.compile(r"^[ ]{0,3}(?:-[ \t]*){3,}$|^[ ]{0,3}(?:\*[ \t]*){3,}$|^[ ]{0,3}(?:_[ \t]*){3,}$")
 _CANDIDATE = re.compile(  # lines that may be headings, fences or thematic breaks (list items are skipped fast)
-    r"^[ ]{0,3}(?:#{1,6}(?:[ \t][^\r\n]*)?|`{3,}[^\r\n]*|~{3,}[^\r\n]*|(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,})"
+    r"^[ ]{0,3}(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?(?:`{3,}|~{3,})[^\r\n]*|"
+    r"^[ ]{0,3}(?:#{1,6}(?:[ \t][^\r\n]*)?|(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,})"
     r"(?=\r\n|\n|\r|\Z)",
     re.MULTILINE,
 )

@@ -74,6 +74,11 @@ def test_headings_inside_code_fences_are_not_sections() -> None:
     assert [s.title for s in note.sections] == ["A", "B"]
 
 
+def test_a_fence_opening_a_list_item_hides_headings() -> None:
+    note = parse_text("# T\n\n## A\n\n- ```\n  ## 关键观点\n  ```\n\n## B\nx\n")
+    assert [s.title for s in note.sections] == ["A", "B"]
+
+
 def test_replace_key_points_changes_only_that_span() -> None:
     path = FIXTURES / "20260301-rss-example_blog-001-small-notes-compound.md"
     note = parse_note(path.read_bytes())
