@@ -80,8 +80,10 @@ def finish(srv: FakeOpenAI, vault: Path, originals: dict[str, bytes], written: i
     assert proc.returncode == 0, err
     report = json.loads(out)
     assert report["enriched"] == NOTES - written and report["failed"] == 0
-    assert report["cached"] == reusable
-    assert len(srv.chats) - before == NOTES - written - reusable
+    # A cached result is reused unless it no longer validates against the note's current candidates
+    # (other notes were enriched meanwhile); every note not served from the cache costs exactly one call.
+    assert report["cached"] <= reusable
+    assert len(srv.chats) - before == NOTES - written - report["cached"]
     assert classify(vault, originals) == (0, NOTES)
 
 
