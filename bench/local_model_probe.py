@@ -33,7 +33,7 @@ from enrich.prompts import load_prompts
 from enrich.providers import local
 from enrich.providers.base import Completion, Message
 from enrich.providers.local import DEFAULT_SAMPLING, LocalProvider
-from enrich.schema import enrichment_model
+from enrich.schema import output_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 VAULT = Path("/work/shared/vault-sample")
@@ -234,12 +234,12 @@ async def probe_note(args: argparse.Namespace, provider: LocalProvider, note: Va
         "max_new_tags": "2",
     }
     messages = build_messages(args, lang, values)
-    model_cls = enrichment_model([c.id for c in cands], note.id)
+    spec = output_spec([c.id for c in cands], note.id)
     rec = Recorder(provider)
     start = time.perf_counter()
     points: list[str] = []
     try:
-        result = await call_validated(rec, messages, model_cls, max_tokens=args.max_tokens, max_reasks=args.reasks)
+        result = await call_validated(rec, messages, spec, max_tokens=args.max_tokens, max_reasks=args.reasks)
         valid, calls, errors, points = True, result.calls, [], list(result.value.key_points)
     except LLMError as exc:
         valid, calls = False, len(rec.answers)

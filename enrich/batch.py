@@ -169,7 +169,7 @@ def _cached_ok(pipe: Pipeline, req: Request) -> bool:
     if hit is None:
         return False
     try:
-        req.model_cls.model_validate(hit[0])
+        req.spec.validate(req.spec.keep_allowed(hit[0]))
     except ValidationError:
         return False
     return True
@@ -198,7 +198,7 @@ def submit(paths: Sequence[Path], flags: Mapping[str, Any] | None = None, option
                 cached.append(vn.rel)
             else:
                 cid = f"note-{len(items):05d}"
-                body = provider.request_body(req.messages, req.schema, max_tokens=settings.max_output_tokens)
+                body = provider.request_body(req.messages, req.spec.schema, max_tokens=settings.max_output_tokens)
                 lines.append(json.dumps({"custom_id": cid, "method": "POST", "url": ENDPOINT, "body": body}, ensure_ascii=False))
                 items[cid] = BatchItem(vn.rel, pipe.result_key(req), req.content_hash, hashlib.sha256(vn.raw).hexdigest())
     finally:
@@ -277,7 +277,7 @@ def _stash(pipe: Pipeline, state: BatchState, answers: dict[str, dict[str, Any]]
         try:
             if text is None:
                 raise ValueError(why)
-            value = parse_enrichment(text, req.model_cls)
+            value = parse_enrichment(text, req.spec)
         except (ValueError, ValidationError) as exc:
             out.invalid.append((item.path, why or f"invalid answer: {str(exc).splitlines()[0][:200]}"))
             continue

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from enrich.errors import InvalidOutput, OutputTruncated
 from enrich.providers.base import Message, Provider
-from enrich.schema import Enrichment, json_schema
+from enrich.schema import Enrichment, OutputSpec
 
 _FENCE_RE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
 _SPACES_RE = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
@@ -119,13 +119,13 @@ def _clean_point(point: str) -> str:
     return _TRAIL_MARKER_RE.sub("", text).strip()
 
 
-def sanitize(e: Enrichment) -> Enrichment:
-    """Return a cleaned, re-validated copy (may raise pydantic.ValidationError)."""
+def sanitize(e: Enrichment, spec: OutputSpec) -> Enrichment:
+    """Return a cleaned copy re-validated against spec (may raise pydantic.ValidationError)."""
     data = e.model_dump()
     data["key_points"] = [_clean_point(p) for p in e.key_points]
     data["tags"] = [clean_text(t) for t in e.tags]
     data["related"] = [clean_text(r) for r in e.related]
-    return type(e).model_validate(data)
+    return spec.validate(data)
 
 
 def _validation_errors(exc: ValidationError) -> list[str]:
@@ -137,10 +137,10 @@ def _validation_errors(exc: ValidationError) -> list[str]:
     return out
 
 
-def parse_enrichment(text: str, model_cls: type[Enrichment]) -> Enrichment:
+def parse_enrichment(text: str, spec: OutputSpec) -> Enrichment:
     """Extract, clean, validate and sanitise one answer (ValueError/ValidationError on failure)."""
     data = extract_json(text)
-    return sanitize(model_cls.model_validate(_clean_tree(data)))
+    return sanitize(spec.validate(_clean_tree(data)), spec)
 
 
 def _reask_messages(messages: list[Message], bad: str, errors: list[str]) -> list[Message]:
@@ -152,20 +152,18 @@ def _reask_messages(messages: list[Message], bad: str, errors: list[str]) -> lis
 async def call_validated(
     provider: Provider,
     messages: list[Message],
-    model_cls: type[Enrichment],
+    spec: OutputSpec,
     *,
     max_tokens: int = 600,
     max_reasks: int = 2,
-    schema: dict[str, Any] | None = None,
 ) -> CallResult:
-    """Ask the provider for model_cls JSON (schema: its precomputed JSON schema), re-asking on invalid output."""
-    schema = schema if schema is not None else json_schema(model_cls)
+    """Ask the provider for JSON matching spec, re-asking on invalid output."""
     base = [dict(m) for m in messages]
     convo = base
     prompt_tokens = completion_tokens = calls = 0
     errors: list[str] = []
     for _ in range(max_reasks + 1):
-        done = await provider.complete(convo, schema, max_tokens=max_tokens)
+        done = await provider.complete(convo, spec.schema, max_tokens=max_tokens)
         calls += 1
         prompt_tokens += done.prompt_tokens
         completion_tokens += done.completion_tokens
@@ -175,7 +173,7 @@ async def call_validated(
                 hint="raise --max-tokens or shorten the prompt",
             )
         try:
-            value = parse_enrichment(done.text, model_cls)
+            value = parse_enrichment(done.text, spec)
         except ValidationError as exc:
             errors = _validation_errors(exc)
         except ValueError as exc:

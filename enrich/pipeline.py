@@ -277,8 +277,8 @@ class Pipeline:
         """Cache key of a note's result: model, prompt version, note, title, language and content.
 
         Not the candidates or the tag vocabulary: they shift as other notes are enriched (an
-        interrupted run, a batch collected later), so a cached result is instead re-validated
-        against the note's current candidate list before it is used.
+        interrupted run, a batch collected later), so a cached result keeps only the related ids
+        the note's current candidate list still offers, and is re-validated before it is used.
         """
         note = f"{req.vn.rel}\n{req.vn.title}\n{req.lang}\n{req.content_hash}"
         return request_key(self.model, req.prompts.version, [{"role": "note", "content": note}], {})
@@ -291,12 +291,12 @@ class Pipeline:
             value, _, _ = hit
             try:
                 result.cached = True
-                return sanitize(req.model_cls.model_validate(value))
+                return sanitize(req.spec.validate(req.spec.keep_allowed(value)), req.spec)
             except Exception:  # noqa: BLE001 - a stale cache entry is simply ignored
                 result.cached = False
         call = await call_validated(
-            self._get_provider(), req.messages, req.model_cls,
-            max_tokens=self.settings.max_output_tokens, max_reasks=self.settings.max_reasks, schema=req.schema,
+            self._get_provider(), req.messages, req.spec,
+            max_tokens=self.settings.max_output_tokens, max_reasks=self.settings.max_reasks,
         )
         result.calls, result.prompt_tokens, result.completion_tokens = call.calls, call.prompt_tokens, call.completion_tokens
         value_obj = call.value  # parse_enrichment already cleaned and re-validated it

@@ -13,7 +13,7 @@ from .prompts import PromptSet, load_prompts
 from .providers.base import Message
 from .related import Candidate, CandidateIndex
 from .roles import KEY_POINTS
-from .schema import Enrichment, enrichment_model, json_schema
+from .schema import OutputSpec, output_spec
 from .tags import TagVocabulary
 from .tokens import Counter, fit_paragraphs
 from .vault import Vault, VaultNote
@@ -31,8 +31,7 @@ class Request:
     lang: str
     prompts: PromptSet
     messages: list[Message]
-    model_cls: type[Enrichment]
-    schema: dict[str, Any]
+    spec: OutputSpec
     content_hash: str
     candidates: list[Candidate]
     truncated: bool
@@ -93,10 +92,10 @@ class RequestBuilder:
             "lang": lang,
         }
         messages = prompts.render(values)
-        model_cls = enrichment_model([c.id for c in cands], vn.id)
+        spec = output_spec([c.id for c in cands], vn.id)
         digest = hashlib.sha256(content.encode("utf-8")).hexdigest()[:16]
         return Request(
-            vn, lang, prompts, messages, model_cls, json_schema(model_cls), digest, cands, truncated,
+            vn, lang, prompts, messages, spec, digest, cands, truncated,
             self.counter.count_messages(messages),
         )
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Sequence
+import copy
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Annotated, Any, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 TAG_RE = re.compile(r"^[a-z0-9\u4e00-\u9fff]+(?:-[a-z0-9\u4e00-\u9fff]+)*$")
 _MARKUP_RE = re.compile(r"(\[\[|\]\]|<[a-zA-Z/!][^>]*>|^\s*#{1,6}\s|^\s*[-*+]\s|^\s*>|```|!\[)")
@@ -59,27 +62,63 @@ class Enrichment(BaseModel):
 
     @field_validator("related")
     @classmethod
-    def _related_unique(cls, related: list[str]) -> list[str]:
-        """Reject repeated ids."""
+    def _related_allowed(cls, related: list[str], info: ValidationInfo) -> list[str]:
+        """Reject repeated ids, and ids outside the allowed candidates given in the context."""
         if len(set(related)) != len(related):
             raise ValueError("related ids are repeated")
+        allowed = (info.context or {}).get("allowed")
+        if allowed is None:
+            return related
+        if related and not allowed:
+            raise ValueError("no candidate notes were offered: related must be empty")
+        unknown = [r for r in related if r not in allowed]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not one of the candidate ids: {', '.join(allowed[:20])}")
         return related
 
 
-def enrichment_model(candidates: Sequence[str], own_id: str) -> type[Enrichment]:
-    """Build a per-note model whose `related` items may only be candidate ids."""
+@dataclass(frozen=True)
+class OutputSpec:
+    """What one note's answer must match: the shared model plus its allowed related ids."""
+
+    allowed: tuple[str, ...]
+    schema: dict[str, Any] = field(compare=False, repr=False)
+
+    def validate(self, data: Any) -> Enrichment:
+        """Validate parsed JSON (pydantic.ValidationError on failure)."""
+        return Enrichment.model_validate(data, context={"allowed": self.allowed})
+
+    def validate_json(self, text: str | bytes) -> Enrichment:
+        """Validate a JSON document."""
+        return Enrichment.model_validate_json(text, context={"allowed": self.allowed})
+
+    def keep_allowed(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A copy of an answer whose related ids not (or no longer) offered are dropped."""
+        related = [r for r in data.get("related") or [] if r in self.allowed]
+        return {**data, "related": related}
+
+
+def output_spec(candidates: Sequence[str], own_id: str) -> OutputSpec:
+    """The spec for a note whose `related` items may only be candidate ids (never itself)."""
     allowed = tuple(dict.fromkeys(c for c in candidates if c != own_id))
-    if not allowed:
-        item: Any = Literal["__none__"]
-        max_related = 0
-    else:
-        item = Literal[allowed]
-        max_related = 5
-    return create_model(
-        "NoteEnrichment",
-        __base__=Enrichment,
-        related=(list[item], Field(default_factory=list, max_length=max_related)),
-    )
+    schema = copy.deepcopy(_base_schema())
+    schema["properties"]["related"] = _related_schema(allowed)
+    return OutputSpec(allowed, schema)
+
+
+def _related_schema(allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON schema of `related`: an array of candidate ids (none allowed: always empty)."""
+    items: dict[str, Any] = {"enum": list(allowed), "type": "string"} if allowed else {"const": "__none__", "type": "string"}
+    return {"items": items, "maxItems": 5 if allowed else 0, "title": "Related", "type": "array"}
+
+
+@cache
+def _base_schema() -> dict[str, Any]:
+    """The strict JSON schema of Enrichment, built once (output_spec copies it)."""
+    schema = json_schema(Enrichment)
+    schema["title"] = "NoteEnrichment"
+    schema.pop("description", None)
+    return schema
 
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:

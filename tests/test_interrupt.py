@@ -80,9 +80,9 @@ def finish(srv: FakeOpenAI, vault: Path, originals: dict[str, bytes], written: i
     assert proc.returncode == 0, err
     report = json.loads(out)
     assert report["enriched"] == NOTES - written and report["failed"] == 0
-    # A cached result is reused unless it no longer validates against the note's current candidates
-    # (other notes were enriched meanwhile); every note not served from the cache costs exactly one call.
-    assert report["cached"] <= reusable
+    # Every result validated before the interruption is reused (related ids the note's current
+    # candidates no longer offer are dropped); every other note costs exactly one call.
+    assert report["cached"] == reusable
     assert len(srv.chats) - before == NOTES - written - report["cached"]
     assert classify(vault, originals) == (0, NOTES)
 

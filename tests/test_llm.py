@@ -11,6 +11,7 @@ from typing import Any
 
 import openai
 import pytest
+from pydantic import ValidationError
 from fakeserver import (
     FakeOpenAI,
     answer,
@@ -35,10 +36,10 @@ from enrich.errors import (
 )
 from enrich.llm import CallResult, call_validated, extract_json, sanitize
 from enrich.providers.openai_provider import OpenAIProvider
-from enrich.schema import enrichment_model
+from enrich.schema import output_spec
 
 CANDIDATES = ["alpha-note", "beta-note", "gamma-note"]
-MODEL_CLS = enrichment_model(CANDIDATES, "self-note")
+SPEC = output_spec(CANDIDATES, "self-note")
 MESSAGES = [
     {"role": "system", "content": "You enrich Zettelkasten notes. Answer in JSON."},
     {"role": "user", "content": "Note: small experiments beat long plans."},
@@ -64,7 +65,7 @@ class Harness:
         async def go() -> CallResult:
             try:
                 for _ in range(calls):
-                    result = await call_validated(self.provider, messages or MESSAGES, MODEL_CLS, **kw)
+                    result = await call_validated(self.provider, messages or MESSAGES, SPEC, **kw)
                 return result
             finally:
                 await self.provider.aclose()
@@ -237,7 +238,7 @@ def test_related_id_not_in_candidates_rejected(fake_openai: FakeOpenAI) -> None:
     fake_openai.push(*[answer(bad)] * 3)
     with pytest.raises(InvalidOutput) as info:
         Harness(fake_openai).run()
-    assert any(e.startswith("related.0") for e in info.value.errors)
+    assert any(e.startswith("related") and "'not-a-candidate' is not one of the candidate ids" in e for e in info.value.errors)
 
 
 @pytest.mark.parametrize(
@@ -272,9 +273,9 @@ def test_rate_limit_headers_and_models(fake_openai: FakeOpenAI) -> None:
 
 
 def test_sanitize_cleans_points() -> None:
-    value = MODEL_CLS.model_validate(valid_enrichment(["alpha-note"]))
+    value = SPEC.validate(valid_enrichment(["alpha-note"]))
     value.key_points[0] = "1. Spaces   and\u200b zero\u2060width  marks;"
-    clean = sanitize(value)
+    clean = sanitize(value, SPEC)
     assert clean.key_points[0] == "Spaces and zerowidth marks"
 
 
@@ -311,3 +312,37 @@ def test_extract_json_ok(text: str, expected: Any) -> None:
 def test_extract_json_errors(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         extract_json(text)
+
+
+# --- output spec ------------------------------------------------------------
+
+
+def test_spec_related_enum_and_own_id() -> None:
+    spec = output_spec(["a-note", "self-note", "b-note", "a-note"], "self-note")
+    assert spec.allowed == ("a-note", "b-note")
+    assert spec.schema["properties"]["related"]["items"]["enum"] == ["a-note", "b-note"]
+    assert spec.schema["required"] == ["key_points", "tags", "related"]
+    assert spec.schema["additionalProperties"] is False
+    empty = output_spec([], "self-note").schema["properties"]["related"]
+    assert empty["maxItems"] == 0 and empty["items"] == {"const": "__none__", "type": "string"}
+
+
+def test_specs_do_not_share_schema_objects() -> None:
+    one, two = output_spec(["a-note"], "x"), output_spec(["b-note"], "x")
+    one.schema["properties"]["key_points"]["maxItems"] = 99
+    assert two.schema["properties"]["key_points"]["maxItems"] == 5
+    assert output_spec(["a-note"], "x").schema["properties"]["key_points"]["maxItems"] == 5
+
+
+def test_spec_rejects_unknown_and_missing_candidates() -> None:
+    with pytest.raises(ValidationError, match="'zz' is not one of the candidate ids"):
+        SPEC.validate(valid_enrichment(["zz"]))
+    with pytest.raises(ValidationError, match="related must be empty"):
+        output_spec([], "self-note").validate(valid_enrichment(["alpha-note"]))
+    assert SPEC.validate(valid_enrichment([])).related == []
+
+
+def test_keep_allowed_drops_ids_no_longer_offered() -> None:
+    cached = valid_enrichment(["alpha-note", "gone-note"])
+    kept = SPEC.validate(SPEC.keep_allowed(cached))
+    assert kept.related == ["alpha-note"] and cached["related"] == ["alpha-note", "gone-note"]

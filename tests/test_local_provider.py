@@ -29,7 +29,7 @@ from enrich.providers.local import (
     local_schema,
     ordered_choice,
 )
-from enrich.schema import Enrichment, enrichment_model, json_schema
+from enrich.schema import Enrichment, output_spec
 
 _real_find_spec = importlib.util.find_spec
 HAVE_LLAMA = _real_find_spec("llama_cpp") is not None
@@ -57,7 +57,7 @@ def _run(coro: Any) -> Any:
 
 def _schema() -> dict[str, Any]:
     """The real per-note schema for two candidates."""
-    return json_schema(enrichment_model(["002-links", "003-atoms"], "001-self"))
+    return output_spec(["002-links", "003-atoms"], "001-self").schema
 
 
 # ---------------------------------------------------------------- fast tests
@@ -142,7 +142,7 @@ def test_local_schema_tightens_without_mutating() -> None:
 
 
 def test_local_schema_keeps_empty_related_empty() -> None:
-    tight = local_schema(json_schema(enrichment_model([], "001-self")))
+    tight = local_schema(output_spec([], "001-self").schema)
     assert tight["properties"]["related"]["maxItems"] == 0
 
 
@@ -320,16 +320,16 @@ def provider() -> Any:
 @pytest.mark.local_model
 @needs_model
 def test_short_note_validates(provider: LocalProvider) -> None:
-    model_cls = enrichment_model(["002-links", "003-atoms"], "001-self")
+    spec = output_spec(["002-links", "003-atoms"], "001-self")
     messages = _messages(SHORT_NOTE)
     try:
         from enrich.llm import call_validated
     except ImportError:
-        done = _run(provider.complete(messages, json_schema(model_cls), max_tokens=500))
+        done = _run(provider.complete(messages, spec.schema, max_tokens=500))
         assert done.mode == "grammar" and done.finish_reason == "stop"
-        value = model_cls.model_validate_json(done.text)
+        value = spec.validate_json(done.text)
     else:
-        result = _run(call_validated(provider, messages, model_cls, max_tokens=500, max_reasks=2))
+        result = _run(call_validated(provider, messages, spec, max_tokens=500, max_reasks=2))
         assert result.mode == "grammar"
         value = result.value
     assert 3 <= len(value.key_points) <= 5
