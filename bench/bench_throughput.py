@@ -119,6 +119,8 @@ def client(args: argparse.Namespace) -> None:
     if prof is not None:
         prof.disable()
         _print_profile(prof)
+        if args.profile_out:
+            prof.dump_stats(args.profile_out)
     assert isinstance(pipe.limiter, RateLimiter)
     print(json.dumps({
         "enriched": report.enriched, "failed": report.failed, "throttled": report.rate_limited,
@@ -180,6 +182,7 @@ def one_run(args: argparse.Namespace, url: str, name: str, tpm: int, rpm: int) -
         for key, value in client_cfg.items():
             cmd += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
         cmd += ["--profile"] if args.profile else []
+        cmd += ["--profile-out", args.profile_out] if args.profile_out else []
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
@@ -233,6 +236,7 @@ def main() -> None:
     ap.add_argument("--bound-s", type=float, default=12.0, help="target length of the limited runs' bound")
     ap.add_argument("--disk", action="store_true", help="generate the vault on disk (default: /dev/shm)")
     ap.add_argument("--profile", action="store_true", help="print client CPU by module (slows the run)")
+    ap.add_argument("--profile-out", help="with --profile: also save the client's pstats to this file")
     ap.add_argument("--vault")
     ap.add_argument("--url")
     ap.add_argument("--tpm", type=int)

@@ -37,6 +37,7 @@ class Cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a crash may lose the last results only
             self._db.execute(SCHEMA)
 
     def get(self, key: str) -> tuple[dict[str, Any], int, int] | None:

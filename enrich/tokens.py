@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable
@@ -23,6 +23,7 @@ class Counter:
     encoding: tiktoken.Encoding
     name: str
     exact: bool  # False when the model's own encoding could not be loaded
+    _system: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  # the run's few system prompts
 
     def count(self, text: str) -> int:
         """Number of tokens in text (special-token text counted as plain text)."""
@@ -30,7 +31,19 @@ class Counter:
 
     def count_messages(self, messages: list[dict[str, str]]) -> int:
         """Approximate prompt tokens for a chat request (content plus per-message overhead)."""
-        return sum(self.count(m.get("content", "")) + 4 for m in messages) + 3
+        return sum(self._count_message(m) + 4 for m in messages) + 3
+
+    def _count_message(self, message: dict[str, str]) -> int:
+        """Tokens of one message's content; system prompts (the same for every note) are counted once."""
+        text = message.get("content", "")
+        if message.get("role") != "system":
+            return self.count(text)
+        n = self._system.get(text)
+        if n is None:
+            if len(self._system) > 64:
+                self._system.clear()
+            n = self._system[text] = self.count(text)
+        return n
 
     def truncate(self, text: str, limit: int) -> str:
         """Return the first `limit` tokens of text."""

@@ -106,7 +106,7 @@ def test_sigint_cancels_cleanly_and_a_rerun_finishes(tmp_path: Path, slow_server
     untouched, enriched = classify(vault, originals)
     assert line == f"interrupted: {enriched} notes written, {untouched} left; run again to continue"
     assert 0 < enriched < NOTES
-    assert cached_results(vault) == enriched  # results in flight were cancelled, not half-applied
+    assert cached_results(vault) >= enriched  # validated results are kept; finish() checks they are reused
     assert not list(vault.glob(".*.enrich-tmp"))
     finish(slow_server, vault, originals, enriched)
 
@@ -156,3 +156,33 @@ def test_a_cached_result_survives_other_notes_being_enriched(tmp_path: Path, fak
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["cached"] == 1 and len(fake_openai.chats) == calls
     assert classify(vault, originals) == (0, 12)
+
+
+def test_a_write_under_way_when_interrupted_is_finished_and_counted(
+    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the writer thread is writing a note: that note is written whole and reported written."""
+    from typer.testing import CliRunner
+
+    import enrich.pipeline as pipeline
+    from enrich.cli import cli
+
+    vault = tmp_path / "vault"
+    originals = write_vault(vault, 6)
+    real_write = pipeline.atomic_write
+    interrupted: list[Path] = []
+
+    def write_then_slow(path: Path, data: bytes, root: Path | None = None) -> None:
+        if not interrupted:
+            interrupted.append(path)
+            os.kill(os.getpid(), signal.SIGINT)  # the run's handler asks the event loop to stop
+            time.sleep(0.3)  # the loop cancels every task meanwhile
+        real_write(path, data, root)
+
+    monkeypatch.setattr(pipeline, "atomic_write", write_then_slow)
+    runner = CliRunner(env={"OPENAI_API_KEY": None, "ENRICH_MODEL": None, "ENRICH_BASE_URL": None})
+    res = runner.invoke(cli, ["run", str(vault), "--base-url", fake_openai.url, "--model", "fake-model", "-j", "1"])
+    assert res.exit_code == 130, res.output
+    untouched, enriched = classify(vault, originals)
+    assert enriched >= 1 and interrupted[0].read_bytes() != originals[interrupted[0].name]
+    assert f"interrupted: {enriched} notes written, {untouched} left" in res.stderr

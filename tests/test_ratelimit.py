@@ -225,3 +225,14 @@ def test_a_hung_server_is_abandoned_at_the_time_limit(tmp_path: Path, fake_opena
     assert res.exit_code == 1
     assert {f["reason"] for f in json.loads(res.stdout)["failures"]} == {"time limit of 1.5s reached"}
     assert snapshot(tmp_path / "v") == before
+
+
+def test_count_messages_counts_each_system_prompt_once() -> None:
+    counter = counter_for("gpt-4o-mini")
+    system, user = "You enrich notes. " * 50, "An article about attention. " * 30
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    expected = counter.count(system) + counter.count(user) + 2 * 4 + 3
+    assert counter.count_messages(messages) == expected
+    assert counter._system[system] == counter.count(system)
+    other = [{"role": "system", "content": system}, {"role": "user", "content": "short"}]
+    assert counter.count_messages(other) == counter.count(system) + counter.count("short") + 11

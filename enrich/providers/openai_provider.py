@@ -142,6 +142,7 @@ class OpenAIProvider:
         self.rate_limit_headers: dict[str, str] = {}
         self.limiter = limiter  # shared by every call of a run; every HTTP attempt acquires from it
         self._mode_index = 0
+        self._strict_memo: dict[int, tuple[dict[str, Any], Any]] = {}
         self._secret = api_key or ""
         self._wait: Wait = wait or self.default_wait
         self._sleep: Sleep = sleep or asyncio.sleep
@@ -154,6 +155,17 @@ class OpenAIProvider:
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
+
+    def _strict(self, schema: dict[str, Any]) -> Any:
+        """strict_schema(schema), computed once per schema object (re-asks and retries reuse it)."""
+        hit = self._strict_memo.get(id(schema))
+        if hit is not None and hit[0] is schema:  # the memo holds the schema, so its id is not reused
+            return hit[1]
+        if len(self._strict_memo) > 256:
+            self._strict_memo.clear()
+        strict = strict_schema(schema)
+        self._strict_memo[id(schema)] = (schema, strict)
+        return strict
 
     @property
     def mode(self) -> str:
@@ -205,7 +217,7 @@ class OpenAIProvider:
             kwargs["messages"] = [dict(m) for m in messages]
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "enrichment", "strict": True, "schema": strict_schema(schema)},
+                "json_schema": {"name": "enrichment", "strict": True, "schema": self._strict(schema)},
             }
         else:
             kwargs["messages"] = with_schema_in_system(messages, schema)
