@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -148,7 +147,6 @@ class Pipeline:
         self.limiter = RateLimiter(settings.rpm, settings.tpm, Estimator(self.counter))
         self.calling = False  # True while model calls are in flight (signals then stop cleanly)
         self._journal: Journal | None = None
-        self._writer: ThreadPoolExecutor | None = None  # one thread: disk writes leave the event loop, in order
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -270,7 +268,7 @@ class Pipeline:
         result = NoteResult(vn.rel, "failed", repaired=vn.repaired)
         try:
             value = await self._result_for(req, result)
-            await self._apply(vn, req, value, result)
+            self._apply(vn, req, value, result)
         except (EnrichError, RewriteError) as exc:
             result.status, result.reason = "failed", str(exc)
         return result
@@ -302,9 +300,7 @@ class Pipeline:
         )
         result.calls, result.prompt_tokens, result.completion_tokens = call.calls, call.prompt_tokens, call.completion_tokens
         value_obj = call.value  # parse_enrichment already cleaned and re-validated it
-        await self._on_writer(
-            self.cache.put, key, value_obj.model_dump(), self.model, call.prompt_tokens, call.completion_tokens
-        )
+        self.cache.put(key, value_obj.model_dump(), self.model, call.prompt_tokens, call.completion_tokens)
         return value_obj
 
     def _get_provider(self) -> Provider:
@@ -315,7 +311,7 @@ class Pipeline:
                 self._provider.limiter = self.limiter
         return self._provider
 
-    async def _apply(self, vn: VaultNote, req: Request, value: Enrichment, result: NoteResult) -> None:
+    def _apply(self, vn: VaultNote, req: Request, value: Enrichment, result: NoteResult) -> None:
         """Rewrite the note; show the diff (dry run) or write it atomically with a journal entry."""
         tags = self.builder.vocab.merge(vn.tags, list(value.tags), self.settings.max_new_tags)
         record = {
@@ -337,20 +333,8 @@ class Pipeline:
         if self.options.dry_run:
             result.status, result.diff = "would-enrich", note_diff(vn, rw.note.text)
             return
-        await self._on_writer(self._write, vn, new_bytes)
+        self._write(vn, new_bytes)
         result.status = "enriched"
-
-    async def _on_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run fn on the writer thread; a write once started is finished even if the run is interrupted."""
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enrich-writer")
-        future = asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
-        while True:
-            try:
-                return await asyncio.shield(future)
-            except asyncio.CancelledError:
-                if future.cancelled():
-                    raise
 
     def _write(self, vn: VaultNote, data: bytes) -> None:
         """Write one note if it did not change on disk since it was read."""
@@ -366,12 +350,9 @@ class Pipeline:
         atomic_write(vn.path, data, self.vault.root)
 
     async def _close(self) -> None:
-        """Release the provider, finish pending writes, close the cache."""
+        """Release the provider and the cache."""
         if self._provider is not None:
             await self._provider.aclose()
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
         self.cache.close()
 
 

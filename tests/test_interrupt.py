@@ -161,7 +161,7 @@ def test_a_cached_result_survives_other_notes_being_enriched(tmp_path: Path, fak
 def test_a_write_under_way_when_interrupted_is_finished_and_counted(
     tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ctrl-C while the writer thread is writing a note: that note is written whole and reported written."""
+    """Ctrl-C while a note is being written: that note is written whole and reported written."""
     from typer.testing import CliRunner
 
     import enrich.pipeline as pipeline
