@@ -46,11 +46,24 @@ MESSAGES = [
 ]
 
 
+TRANSPORT = {"http_client": "auto"}
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every provider test runs over both HTTP clients the SDK can use."""
+    if request.param == "aiohttp":
+        pytest.importorskip("aiohttp")
+    TRANSPORT["http_client"] = request.param
+    return str(request.param)
+
+
 class Harness:
     """A provider pointed at the fake server, with a recording sleep."""
 
     def __init__(self, server: FakeOpenAI, **kwargs: Any) -> None:
         self.slept: list[float] = []
+        kwargs.setdefault("http_client", TRANSPORT["http_client"])
         kwargs.setdefault("timeout", 5)
         kwargs.setdefault("max_attempts", 3)
         self.provider = OpenAIProvider("fake-model", server.url, kwargs.pop("api_key", None), sleep=self.sleep, **kwargs)
@@ -346,3 +359,10 @@ def test_keep_allowed_drops_ids_no_longer_offered() -> None:
     cached = valid_enrichment(["alpha-note", "gone-note"])
     kept = SPEC.validate(SPEC.keep_allowed(cached))
     assert kept.related == ["alpha-note"] and cached["related"] == ["alpha-note", "gone-note"]
+
+
+def test_transport_choice(transport: str) -> None:
+    provider = OpenAIProvider("fake-model", "http://127.0.0.1:9/v1", None, http_client=transport)
+    mro = [c.__name__ for c in type(provider._client._client).__mro__]
+    assert ("Httpx2AiohttpClient" in mro) == (transport == "aiohttp"), mro
+    asyncio.run(provider.aclose())

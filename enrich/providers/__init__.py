@@ -68,6 +68,7 @@ def make_provider(settings: Settings) -> Provider:
         timeout=settings.timeout,
         max_attempts=settings.max_attempts,
         temperature=settings.temperature,
+        http_client=settings.http_client,
     )
 
 
