@@ -29,6 +29,7 @@ class Journal:
 
     def __init__(self, vault_root: Path, command: str) -> None:
         self.root = vault_root
+        self._real_root = vault_root.resolve()
         stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000:06d}"
         self.dir = vault_root / ".enrich" / "journal" / stamp
         self.entries: list[dict[str, Any]] = []
@@ -39,7 +40,7 @@ class Journal:
         n = len(self.entries)
         if original is not None:
             (self.dir / f"{n:05d}.orig").write_bytes(original)
-        rel = path.resolve().relative_to(self.root.resolve()).as_posix()
+        rel = path.resolve().relative_to(self._real_root).as_posix()
         entry = {"path": rel, "orig": None if original is None else f"{n:05d}.orig", "written": _sha(new)}
         self.entries.append(entry)
         return entry

@@ -366,3 +366,4 @@ def test_transport_choice(transport: str) -> None:
     mro = [c.__name__ for c in type(provider._client._client).__mro__]
     assert ("Httpx2AiohttpClient" in mro) == (transport == "aiohttp"), mro
     asyncio.run(provider.aclose())
+
