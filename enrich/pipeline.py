@@ -22,7 +22,7 @@ from .fsio import atomic_write
 from .journal import Journal
 from .llm import call_validated, sanitize
 from .plan import Decision, decide
-from .prepare import Request, RequestBuilder
+from .prepare import Content, Request, RequestBuilder
 from .providers.base import Provider
 from .ratelimit import Estimator, RateLimiter
 from .rewrite import RewriteError, apply
@@ -152,24 +152,40 @@ class Pipeline:
 
     # ------------------------------------------------------------ planning
 
-    def plan(self, notes: list[VaultNote]) -> list[tuple[VaultNote, Request | None, Decision]]:
-        """Decide for every note; build requests for those that need work."""
-        out: list[tuple[VaultNote, Request | None, Decision]] = []
+    def decide_all(self, notes: list[VaultNote]) -> list[tuple[VaultNote, Content | None, Decision]]:
+        """Decide for every note from its content alone; the Content is kept for those that need a call."""
+        out: list[tuple[VaultNote, Content | None, Decision]] = []
         for vn in notes:
             try:
-                req = self.builder.build(vn)
+                c = self.builder.content(vn)
             except EnrichError as exc:
                 out.append((vn, None, Decision("failed", str(exc))))
                 continue
             d = decide(
-                vn, self.roles, content_hash=req.content_hash, model=self.model,
-                prompt_version=req.prompts.version, stale=self.options.stale, force=self.options.force,
+                vn, self.roles, content_hash=c.content_hash, model=self.model,
+                prompt_version=c.prompts.version, stale=self.options.stale, force=self.options.force,
                 min_chars=self.settings.min_content_chars,
             )
-            if d.needs_call and self.limiter.estimator is not None:
-                self.limiter.estimator.seed(req.messages, req.prompt_tokens)
-            out.append((vn, req if d.needs_call else None, d))
+            out.append((vn, c if d.needs_call else None, d))
         return out
+
+    def plan(self, notes: list[VaultNote]) -> list[tuple[VaultNote, Request | None, Decision]]:
+        """Decide for every note and build the full request of each that needs work (plan, batch)."""
+        out: list[tuple[VaultNote, Request | None, Decision]] = []
+        for vn, c, d in self.decide_all(notes):
+            try:
+                out.append((vn, self.build(vn, c) if c is not None else None, d))
+            except EnrichError as exc:
+                out.append((vn, None, Decision("failed", str(exc))))
+        return out
+
+    def build(self, vn: VaultNote, content: Content) -> Request:
+        """The request for one note; its token estimate goes to the limiter and the report."""
+        req = self.builder.build(vn, content)
+        if self.limiter.estimator is not None:
+            self.limiter.estimator.seed(req.messages, req.prompt_tokens)
+        self.report.estimated_prompt_tokens += req.prompt_tokens
+        return req
 
     # ------------------------------------------------------------ running
 
@@ -178,13 +194,12 @@ class Pipeline:
         start = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self.report.notes_total = len(notes)
-        planned = self.plan(notes)
-        work = [(vn, req) for vn, req, d in planned if req is not None]
-        for vn, req, d in planned:
-            if req is None:
+        decided = self.decide_all(notes)  # requests are built as calls start, so the first call leaves at once
+        work = [(vn, c) for vn, c, _ in decided if c is not None]
+        for vn, c, d in decided:
+            if c is None:
                 status = "failed" if d.status == "failed" else "skipped"
                 self._emit(NoteResult(vn.rel, status, f"{d.status}: {d.reason}" if status == "skipped" else d.reason))
-        self.report.estimated_prompt_tokens = sum(r.prompt_tokens for _, r in work)
         self.progress("start", None, self.report)
         try:
             await self._run_all(work)
@@ -195,20 +210,20 @@ class Pipeline:
         self.report.cost_usd = tokens.cost(self.model, self.report.prompt_tokens, self.report.completion_tokens)
         return self.report
 
-    async def _run_all(self, work: list[tuple[VaultNote, Request]]) -> None:
+    async def _run_all(self, work: list[tuple[VaultNote, Content]]) -> None:
         """Run the notes with bounded concurrency, an optional overall time limit, and clean interruption."""
         sem = asyncio.Semaphore(self.settings.concurrency)
 
-        async def one(vn: VaultNote, req: Request) -> None:
+        async def one(vn: VaultNote, content: Content) -> None:
             async with sem:
-                self._emit(await self._enrich_one(vn, req))
+                self._emit(await self._enrich_one(vn, content))
 
         if not work or self.report.interrupted:
             self._mark_unfinished(work)
             return
         self.calling = True
         try:
-            self._tasks = tasks = [asyncio.create_task(one(vn, req)) for vn, req in work]
+            self._tasks = tasks = [asyncio.create_task(one(vn, c)) for vn, c in work]
             pending: set[asyncio.Task[None]] = set(tasks)  # if we are cancelled from outside: stop them all
             try:
                 done, pending = await asyncio.wait(tasks, timeout=self.settings.time_limit)
@@ -225,7 +240,7 @@ class Pipeline:
             if not task.cancelled():
                 task.result()
 
-    def _mark_unfinished(self, work: list[tuple[VaultNote, Request]]) -> None:
+    def _mark_unfinished(self, work: list[tuple[VaultNote, Content]]) -> None:
         """Report every note without a result: interrupted (untouched) or out of time."""
         finished = {r.path for r in self.report.results}
         for vn, _ in work:
@@ -263,10 +278,11 @@ class Pipeline:
         self.report.add(result)
         self.progress("note", result, self.report)
 
-    async def _enrich_one(self, vn: VaultNote, req: Request) -> NoteResult:
-        """Get a validated result for one note and apply it; failures leave the file untouched."""
+    async def _enrich_one(self, vn: VaultNote, content: Content) -> NoteResult:
+        """Build the request, get a validated result and apply it; failures leave the file untouched."""
         result = NoteResult(vn.rel, "failed", repaired=vn.repaired)
         try:
+            req = self.build(vn, content)
             value = await self._result_for(req, result)
             self._apply(vn, req, value, result)
         except (EnrichError, RewriteError) as exc:

@@ -24,6 +24,17 @@ _PARAS = re.compile(r"\n[ \t]*\n")
 
 
 @dataclass(frozen=True)
+class Content:
+    """What decides whether a note needs a call: its language, prompts and the article text sent."""
+
+    lang: str
+    prompts: PromptSet
+    text: str
+    truncated: bool
+    content_hash: str
+
+
+@dataclass(frozen=True)
 class Request:
     """Everything needed to enrich one note and to check the result."""
 
@@ -75,27 +86,31 @@ class RequestBuilder:
             self._prompts[lang] = load_prompts(lang, self.settings.prompts_dir)
         return self._prompts[lang]
 
-    def build(self, vn: VaultNote) -> Request:
-        """Build the request for one note."""
+    def content(self, vn: VaultNote) -> Content:
+        """The cheap first half of a request: enough to decide whether the note needs a call."""
         lang = note_language(vn, self.settings.lang)
-        prompts = self.prompts(lang)
-        content, truncated = self.counter_fit(article_text(vn.note.content_text()))
+        text, truncated = self.counter_fit(article_text(vn.note.content_text()))
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        return Content(lang, self.prompts(lang), text, truncated, digest)
+
+    def build(self, vn: VaultNote, content: Content | None = None) -> Request:
+        """Build the request for one note (candidates, prompt, schema, token count)."""
+        c = content or self.content(vn)
         cands = self.index.candidates(vn, self.settings.candidates) if self.settings.candidates else []
         values = {
             "title": _one_line(vn.title),
-            "content": content,
-            "candidates": "\n".join(f"{c.id}: {_one_line(c.title)}" + (f" — {c.line}" if c.line else "") for c in cands)
+            "content": c.text,
+            "candidates": "\n".join(f"{x.id}: {_one_line(x.title)}" + (f" — {x.line}" if x.line else "") for x in cands)
             or "(none)",
             "vocabulary": self._vocab_line,
             "max_new_tags": str(self.settings.max_new_tags),
             "note_id": vn.id,
-            "lang": lang,
+            "lang": c.lang,
         }
-        messages = prompts.render(values)
-        spec = output_spec([c.id for c in cands], vn.id)
-        digest = hashlib.sha256(content.encode("utf-8")).hexdigest()[:16]
+        messages = c.prompts.render(values)
+        spec = output_spec([x.id for x in cands], vn.id)
         return Request(
-            vn, lang, prompts, messages, spec, digest, cands, truncated,
+            vn, c.lang, c.prompts, messages, spec, c.content_hash, cands, c.truncated,
             self.counter.count_messages(messages),
         )
 
