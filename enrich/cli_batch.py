@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from . import batch as core
 from .cli import BaseUrlOpt, JsonOpt, KeyEnvOpt, ModelOpt, VaultArg, err, fail, out, print_json
 from .errors import EnrichError
-from .pipeline import RunOptions
+
+if TYPE_CHECKING:  # the batch core pulls in openai: import it only when a batch command runs
+    from .pipeline import RunOptions
 
 batch_app = typer.Typer(no_args_is_help=True, help="Follow and collect Batch API submissions (made with `enrich run --batch`).")
 IdArg = typer.Argument(None, help="Batch id (default: the newest submitted from this vault).", show_default=False)
@@ -22,6 +24,13 @@ def register(cli: typer.Typer) -> None:
     cli.add_typer(batch_app, name="batch")
 
 
+def _core() -> ModuleType:
+    """The batch core, imported on first use so other commands start without openai."""
+    from . import batch
+
+    return batch
+
+
 def _given(**kw: Any) -> dict[str, Any]:
     """Flags given on the command line."""
     return {k: v for k, v in kw.items() if v is not None}
@@ -30,7 +39,7 @@ def _given(**kw: Any) -> dict[str, Any]:
 def submit(paths: list[Path], flags: dict[str, Any], options: RunOptions, as_json: bool) -> None:
     """`enrich run --batch`: submit, print the batch id (stdout) and what to do next (stderr)."""
     try:
-        res = core.submit(paths, flags, options)
+        res = _core().submit(paths, flags, options)
     except EnrichError as exc:
         fail(exc)
     if as_json:
@@ -57,7 +66,7 @@ def status(
     Example: enrich batch status ~/vault
     """
     try:
-        st = core.status(vault or Path.cwd(), batch_id, _given(base_url=base_url, api_key_env=api_key_env))
+        st = _core().status(vault or Path.cwd(), batch_id, _given(base_url=base_url, api_key_env=api_key_env))
     except EnrichError as exc:
         fail(exc)
     if as_json:
@@ -88,7 +97,7 @@ def collect(
     flags = _given(model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, time_limit=time_limit)
     progress = RunProgress(err, quiet=as_json)
     try:
-        res = core.collect(vault or Path.cwd(), batch_id, flags, retry=not no_retry, progress=progress)
+        res = _core().collect(vault or Path.cwd(), batch_id, flags, retry=not no_retry, progress=progress)
     except EnrichError as exc:
         progress.stop()
         fail(exc)

@@ -120,3 +120,13 @@ def test_atomic_write_refuses_symlink_out_of_vault(tmp_path: Path) -> None:
     atomic_write(root / "a.md", b"new", root)
     assert (root / "a.md").read_bytes() == b"new"
     assert not [p for p in os.listdir(root) if p.endswith(".enrich-tmp")]
+
+
+def test_check_starts_without_the_model_stack() -> None:
+    """`enrich check` must start fast: importing the CLI does not import openai, tiktoken or the pipeline."""
+    import subprocess
+    import sys
+
+    code = "import sys, enrich.cli; print(sorted(m for m in ('openai', 'tiktoken', 'enrich.pipeline') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
