@@ -130,3 +130,26 @@ def test_check_starts_without_the_model_stack() -> None:
     code = "import sys, enrich.cli; print(sorted(m for m in ('openai', 'tiktoken', 'enrich.pipeline') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("text", "targets"),
+    [
+        ("- ```\n  [[in-list-fence]]\n  ```\n[[after]]", ["after"]),  # a fence opening a list item
+        ("a lone ` backtick\n\n[[later]] and `[[coded]]`", ["later"]),  # an unmatched backtick hides nothing
+        ("`code\n\nstill` [[outside]]", ["outside"]),  # code spans never cross a blank line
+        ("````\n```\n[[inside]]\n````\n[[out]]", ["out"]),  # only a fence as long closes it
+        ("~~~\n[[tilde]]\n```\n[[still-in]]\n~~~\n![[pic.png]] [[x#h|y]]", ["pic.png", "x"]),
+        ("```\n[[unclosed]]", []),
+        ("[[[triple]]] ![[embed]]", ["triple", "embed"]),
+    ],
+)
+def test_find_links_code_rules(text: str, targets: list[str]) -> None:
+    assert [ln.target for ln in find_links(text)] == targets
+
+
+def test_find_links_embed_offsets() -> None:
+    text = "see ![[a]] and [[b|B]]"
+    first, second = find_links(text)
+    assert first.embed and text[first.start : first.end] == "![[a]]"
+    assert not second.embed and second.alias == "B" and text[second.start : second.end] == "[[b|B]]"
