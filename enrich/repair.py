@@ -632,13 +632,17 @@ _BINARY_SHARE = 0.05
 
 def visible_text(content: str) -> str:
     """Return content with HTML/Markdown markup, image tags and URLs removed."""
-    text = _COMMENT_RE.sub(" ", content)
-    text = _BLOCK_RE.sub(" ", text)
-    text = _TAG_RE.sub(" ", text)
-    text = _MD_IMAGE_RE.sub(" ", text)
-    text = _WIKILINK_RE.sub(lambda m: m.group(2) or m.group(1), text)
-    text = _MD_LINK_RE.sub(r"\1", text)
-    text = _URL_RE.sub(" ", text)
+    text = content
+    if "<" in text:  # each pass runs only when the text can match it
+        text = _TAG_RE.sub(" ", _BLOCK_RE.sub(" ", _COMMENT_RE.sub(" ", text)))
+    if "](" in text:
+        text = _MD_IMAGE_RE.sub(" ", text)
+    if "[[" in text:
+        text = _WIKILINK_RE.sub(lambda m: m.group(2) or m.group(1), text)
+    if "](" in text:
+        text = _MD_LINK_RE.sub(r"\1", text)
+    if "://" in text or "www." in text:
+        text = _URL_RE.sub(" ", text)
     text = _EMPHASIS_RE.sub("", _LINE_MARK_RE.sub("", text))
     text = html.unescape(text)
     return " ".join(text.split())
@@ -656,16 +660,20 @@ def _looks_binary(content: str) -> bool:
     return bad >= 4 and bad >= _BINARY_SHARE * len(body)
 
 
+def _letters(text: str, enough: int) -> int:
+    """Count letters in text, stopping once `enough` are found."""
+    return sum(1 for _ in itertools.islice(_LETTER_RE.finditer(text), enough))
+
+
 def unusable_reason(content: str, *, min_chars: int = 80) -> str | None:
     """Say why article content is unusable ('binary', 'html-without-text', 'too-short')."""
     if _looks_binary(content):
         return "binary"
     cut = max(content.rfind("\n", 0, _SAMPLE_PREFIX), content.rfind(">", 0, _SAMPLE_PREFIX))
     if len(content) > _SAMPLE_PREFIX and cut > 0:  # a long note: its start (cut between tags) usually decides
-        if len(_LETTER_RE.findall(visible_text(content[: cut + 1]))) >= min_chars:
+        if _letters(visible_text(content[: cut + 1]), min_chars) >= min_chars:
             return None
-    text = visible_text(content)
-    letters = len(_LETTER_RE.findall(text))
+    letters = _letters(visible_text(content), max(min_chars, 1))
     if letters == 0 and _HAS_TAG_RE.search(content):
         return "html-without-text"
     if letters < min_chars:

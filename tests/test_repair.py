@@ -499,3 +499,18 @@ def test_char_frequencies_samples_a_big_vault() -> None:
     assert abs(sum(counted.values()) - 1) < 1e-6
     top = sorted(counted, key=lambda c: -counted[c])[:50]
     assert set(top) <= set(common)  # a sample, still the vault's own chars
+
+
+@pytest.mark.parametrize(
+    ("content", "min_chars", "reason"),
+    [
+        ("<p></p>", 0, "html-without-text"),
+        ("<p>hi</p>", 0, None),
+        ("<p>hi</p>", 3, "too-short"),
+        ("[[a-note|shown text]] and ![img](x.png) https://example.com/long", 10, None),
+        ("![only an image](x.png) https://example.com/", 1, "too-short"),
+        ("&lt;b&gt; entities are text", 10, None),
+    ],
+)
+def test_unusable_reason_edges(content: str, min_chars: int, reason: str | None) -> None:
+    assert unusable_reason(content, min_chars=min_chars) == reason
