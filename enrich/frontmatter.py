@@ -91,26 +91,62 @@ def _load(raw: str, fmt: str) -> tuple[dict[str, Any], str | None]:
 
 _FAST_LINE = re.compile(r"([A-Za-z_][\w\-]*):(?:[ \t]+(.*?))?[ \t]*")
 _PLAIN = re.compile(r"[A-Za-z0-9\u00c0-\uffff][\w\u00c0-\uffff \-./',()&+]*")
-_NUMBERISH = re.compile(r"[0-9eExXoObB.+_\-]*")  # a digit-led plain scalar made only of these may be a number
+_NUMBERISH = re.compile(r"[0-9a-fA-FxXoO.+_\-]*")  # a digit-led plain scalar made only of these may be a number (0x1f)
 _INT = re.compile(r"-?(?:0|[1-9][0-9]{0,15})")
 _FLOAT = re.compile(r"-?(?:0|[1-9][0-9]{0,15})\.[0-9]+")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+_LEADING_ZERO = re.compile(r"0[0-9]+")
+_OCTAL = re.compile(r"0[0-7]+")
+_FLOW_WORD = re.compile(r"[A-Za-z\u00c0-\uffff][\w\u00c0-\uffff\-.]*(?: [\w\u00c0-\uffff\-.]+)*")
 _NOT_FAST = object()
 
 
 def fast_yaml(raw: str) -> dict[str, Any] | None:
-    """Parse the common flat `key: value` frontmatter without YAML; None when unsure."""
+    """Parse the common flat frontmatter (`key: value`, flow or block lists of words) without YAML; None when unsure."""
     data: dict[str, Any] = {}
-    for line in raw.splitlines():
-        m = _FAST_LINE.fullmatch(line)
+    lines = raw.splitlines()
+    i = 0
+    while i < len(lines):
+        m = _FAST_LINE.fullmatch(lines[i])
         if not m:
             return None
-        value = _fast_scalar(m.group(2) or "")
-        if value is _NOT_FAST:
+        i += 1
+        if m.group(2) is None and i < len(lines) and lines[i].lstrip().startswith("- "):
+            items, i = _block_list(lines, i)
+            value: Any = items
+        else:
+            value = _fast_scalar(m.group(2) or "")
+        if value is _NOT_FAST or m.group(1) in data:
             return None
         data[m.group(1)] = value
     return data or None
+
+
+def _block_list(lines: list[str], i: int) -> tuple[Any, int]:
+    """Read `- item` lines of one indentation from lines[i]; (_NOT_FAST, i) when unsure."""
+    indent = len(lines[i]) - len(lines[i].lstrip(" "))
+    items: list[Any] = []
+    while i < len(lines) and lines[i].startswith(" " * indent + "- "):
+        item = _fast_scalar(lines[i][indent + 2 :].strip())
+        if item is _NOT_FAST or item is None or lines[i][indent + 2 : indent + 3] in (" ", "\t"):
+            return _NOT_FAST, i
+        items.append(item)
+        i += 1
+    return items, i
+
+
+def _flow_list(v: str) -> Any:
+    """Read `[a, b c, d-e]` made of plain words only, or _NOT_FAST."""
+    inner = v[1:-1].strip() if v.endswith("]") else None
+    if inner is None:
+        return _NOT_FAST
+    if not inner:
+        return []
+    items = [x.strip() for x in inner.split(",")]
+    if all(_FLOW_WORD.fullmatch(x) and x.lower() not in _WORDS for x in items):
+        return items
+    return _NOT_FAST
 
 
 def _fast_scalar(v: str) -> Any:
@@ -121,11 +157,13 @@ def _fast_scalar(v: str) -> Any:
         try:
             value = json.loads(v)
         except ValueError:
-            return _NOT_FAST
+            return _flow_list(v) if v[0] == "[" else _NOT_FAST
         ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value))
         return value if ok and "\\" not in v else _NOT_FAST
     if _INT.fullmatch(v):
         return int(v)
+    if _LEADING_ZERO.fullmatch(v):  # YAML 1.1: 0-led digits are octal when they can be, else a string
+        return int(v, 8) if _OCTAL.fullmatch(v) else v
     if _FLOAT.fullmatch(v):
         return float(v)
     if _DATE.fullmatch(v):

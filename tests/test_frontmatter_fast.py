@@ -1,0 +1,62 @@
+"""The YAML fast path: whatever it answers is exactly what libyaml/PyYAML answers; otherwise it declines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enrich.frontmatter import fast_yaml
+
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SCALARS = [
+    "002", "008", "010", "00", "0", "09", "-002", "+002", "1_000", "0x1f", "12", "3.5", "1e3", "2026-02-22",
+    "2026-13-01", "yes", "No", "on", "null", "~", "true", "word", "two words", "a-b", "c.d", "中文", "caf\u00e9",
+    '"quoted"', '"with \\"escape\\""', "'single'", "a: b", "a #c", "#c", "[a, b]", "[]", "[a,]", "[a, yes]",
+    "[1a, b]", "[a b, 中文]", "[a: b]", '["rss", "engineering"]', "{a: b}", "- x", "&anchor", "*alias", "!tag",
+    "%x", "@x", "`x", "|", ">", "a,b", "x]", "1:20", ".inf", "NaN",
+]
+KEYS = ["id", "title", "tags", "aliases", "date", "x-y", "k_1"]
+
+
+def _value(draw: Any) -> str:
+    """One value: inline scalar, or a block list in one of the indent styles."""
+    if draw(st.booleans()):
+        return " " + draw(st.sampled_from(SCALARS))
+    indent = draw(st.sampled_from(["", "  ", "    ", "\t"]))
+    items = draw(st.lists(st.sampled_from(SCALARS + [""]), min_size=1, max_size=3))
+    return "".join(f"\n{indent}- {item}" for item in items)
+
+
+@st.composite
+def frontmatter(draw: Any) -> str:
+    """A small frontmatter body of 1 to 4 keys (keys may repeat)."""
+    keys = draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=4))
+    return "\n".join(f"{key}:{_value(draw)}" for key in keys)
+
+
+def _yaml(raw: str) -> Any:
+    """What YAML reads, or an error marker."""
+    try:
+        return yaml.load(raw, Loader=LOADER)
+    except yaml.YAMLError:
+        return "ERROR"
+
+
+@settings(max_examples=600, deadline=None)
+@given(frontmatter())
+def test_fast_path_agrees_with_yaml(raw: str) -> None:
+    fast = fast_yaml(raw)
+    assert fast is None or fast == _yaml(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["id: 002\ntitle: x", "id: 008", "tags: [reading, research]", "tags:\n  - zk-core\n  - linking\naliases: [linking]",
+     "tags:\n- a\n- b", 'tags: ["rss","engineering"]\ndate: 2026-02-22'],
+)
+def test_fast_path_takes_the_vault_sample_shapes(raw: str) -> None:
+    assert fast_yaml(raw) is not None and fast_yaml(raw) == yaml.load(raw, Loader=LOADER)
