@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import repair
 from .errors import BadFrontmatterError, NotUtf8Error
 from .roles import CONTENT, KEY_POINTS, MANAGED, RoleTable
-from .vault import Vault, VaultNote, relative_path
+from .vault import Vault, VaultNote, no_gc_pauses, relative_path
 
 KINDS = (
     "placeholder",
@@ -46,7 +46,8 @@ class CheckReport:
 
     def to_json(self) -> dict[str, Any]:
         """The --json shape: problems and summary."""
-        return {"problems": [asdict(p) for p in self.problems], "summary": self.summary()}
+        problems = [{"path": p.path, "kind": p.kind, "detail": p.detail} for p in self.problems]
+        return {"problems": problems, "summary": self.summary()}
 
 
 def unusable(vn: VaultNote, min_chars: int) -> str | None:
@@ -98,6 +99,12 @@ def check_vault(
     vault: Vault, roles: RoleTable, *, min_chars: int = 80, progress: Callable[[int, int], None] | None = None
 ) -> CheckReport:
     """Collect every problem in the vault; never writes."""
+    with no_gc_pauses():
+        return _check(vault, roles, min_chars, progress)
+
+
+def _check(vault: Vault, roles: RoleTable, min_chars: int, progress: Callable[[int, int], None] | None) -> CheckReport:
+    """check_vault's body."""
     report = CheckReport(notes=len(vault.notes) + len(vault.errors))
     for err in vault.errors:
         kind = "not-utf8" if isinstance(err, NotUtf8Error) else (

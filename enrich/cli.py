@@ -32,8 +32,19 @@ def fail(exc: EnrichError) -> NoReturn:
 
 
 def print_json(data: Any) -> None:
-    """Print machine output on stdout."""
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    """Print machine output on stdout: one line per item of a top-level list (C encoder, fast for big reports)."""
+    if not isinstance(data, dict):
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+        return
+    parts = []
+    for key, value in data.items():
+        head = f"  {json.dumps(key, ensure_ascii=False)}: "
+        if isinstance(value, list) and value:
+            items = ",\n".join("    " + json.dumps(item, ensure_ascii=False) for item in value)
+            parts.append(f"{head}[\n{items}\n  ]")
+        else:
+            parts.append(head + json.dumps(value, ensure_ascii=False))
+    sys.stdout.write("{\n" + ",\n".join(parts) + "\n}\n")
 
 
 @cli.callback()
