@@ -36,14 +36,15 @@ def print_json(data: Any) -> None:
     if not isinstance(data, dict):
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
         return
+    encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder for every item
     parts = []
     for key, value in data.items():
-        head = f"  {json.dumps(key, ensure_ascii=False)}: "
+        head = f"  {encode(key)}: "
         if isinstance(value, list) and value:
-            items = ",\n".join("    " + json.dumps(item, ensure_ascii=False) for item in value)
+            items = ",\n".join("    " + encode(item) for item in value)
             parts.append(f"{head}[\n{items}\n  ]")
         else:
-            parts.append(head + json.dumps(value, ensure_ascii=False))
+            parts.append(head + encode(value))
     sys.stdout.write("{\n" + ",\n".join(parts) + "\n}\n")
 
 

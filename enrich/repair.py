@@ -109,7 +109,7 @@ _RUN_RE = re.compile(
 
 def looks_mojibake(text: str) -> bool:
     """Tell cheaply whether text looks like UTF-8 decoded as cp1252/cp1254."""
-    if text.isascii():
+    if text.isascii() or not _HIT_RE.search(text):  # most notes: no lead+continuation pair at all
         return False
     hits = len(_HIT_RE.findall(text))
     if hits < 3:

@@ -6,6 +6,7 @@ import gc
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -31,7 +32,7 @@ class VaultNote:
     repaired: bool = False
     links: list[Link] = field(default_factory=list)
 
-    @property
+    @cached_property
     def id(self) -> str:
         """The note's id: its file stem."""
         return self.path.stem
@@ -67,9 +68,10 @@ def iter_note_files(root: Path) -> Iterator[Path]:
     """Yield note files under root in a stable order, skipping hidden and tool folders."""
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        base = Path(folder)
         for name in sorted(files):
             if name.endswith(NOTE_SUFFIXES) and not name.startswith("."):
-                yield Path(folder) / name
+                yield base / name
 
 
 def read_note_text(path: Path) -> tuple[bytes, str, bool]:
@@ -111,6 +113,9 @@ def vault_frequencies(texts: Iterable[str]) -> dict[str, float]:
 
 def relative_path(path: Path, root: Path) -> str:
     """Return the posix path of a note relative to the vault root (or its name)."""
+    text, prefix = str(path), str(root) + os.sep
+    if text.startswith(prefix) and ".." not in text:  # the scan's own paths: plain string work
+        return text[len(prefix) :].replace(os.sep, "/")
     try:
         return path.relative_to(root).as_posix()  # the scan's own paths: no syscall
     except ValueError:
