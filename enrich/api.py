@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .check import CheckReport, check_vault
+from .checkscan import PARALLEL_MIN_NOTES, check_files, workers
 from .config import Settings, find_vault_root, load_settings
 from .errors import NoteError, ProviderUnavailable, UsageError
 from .journal import UndoReport, undo_last
 from .providers import describe, make_provider, tuned_settings
 from .providers.base import Provider
 from .roles import RoleTable
-from .vault import Vault, VaultNote, load_note, roles_for, scan_vault, vault_frequencies
+from .vault import Vault, VaultNote, iter_note_files, load_note, roles_for, scan_vault, vault_frequencies
 
 if TYPE_CHECKING:  # the pipeline pulls in tiktoken and openai: import it only when running
     from .pipeline import NoteResult, RunOptions, RunReport
@@ -25,6 +26,12 @@ Progress = Callable[[int, int], None]
 
 def open_vault(path: Path, flags: Mapping[str, Any] | None = None) -> tuple[Vault, Settings, RoleTable]:
     """Find the vault root for a path, load settings and scan every note."""
+    root, settings, roles = _settings(path, flags)
+    return scan_vault(root, roles), settings, roles
+
+
+def _settings(path: Path, flags: Mapping[str, Any] | None = None) -> tuple[Path, Settings, RoleTable]:
+    """The vault root for a path, its settings and its role table."""
     if not path.exists():
         raise UsageError(f"{path}: no such file or folder")
     root = find_vault_root(path)
@@ -33,14 +40,19 @@ def open_vault(path: Path, flags: Mapping[str, Any] | None = None) -> tuple[Vaul
         roles = roles_for(settings.roles, settings.placeholder_patterns)
     except (ValueError, re.error) as exc:  # unknown role or bad regex in config
         raise UsageError(f"invalid [roles] or placeholder_patterns in enrich.toml: {exc}") from exc
-    return scan_vault(root, roles), settings, roles
+    return root, settings, roles
 
 
 def check(path: Path, progress: Progress | None = None) -> CheckReport:
     """Check a vault for problems; never writes."""
     if path.is_file():
         raise UsageError(f"{path}: `enrich check` takes a vault folder, not a file")
-    vault, settings, roles = open_vault(path)
+    root, settings, roles = _settings(path)
+    files = list(iter_note_files(root))
+    n = workers()
+    if n > 1 and len(files) >= PARALLEL_MIN_NOTES:  # large vaults: parse in parallel processes
+        return check_files(root, files, roles, settings.min_content_chars, n, progress)
+    vault = scan_vault(root, roles, files)
     return check_vault(vault, roles, min_chars=settings.min_content_chars, progress=progress)
 
 

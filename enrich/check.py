@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from . import repair
-from .errors import BadFrontmatterError, NotUtf8Error
+from .errors import BadFrontmatterError, NoteError, NotUtf8Error
 from .roles import CONTENT, KEY_POINTS, MANAGED, RoleTable
 from .vault import Vault, VaultNote, no_gc_pauses, relative_path
 
@@ -55,8 +56,8 @@ def unusable(vn: VaultNote, min_chars: int) -> str | None:
     return repair.unusable_reason(vn.note.content_text(), min_chars=min_chars)
 
 
-def _note_problems(vn: VaultNote, vault: Vault, roles: RoleTable, min_chars: int) -> list[Problem]:
-    """Problems of one parsed note."""
+def local_problems(vn: VaultNote, roles: RoleTable, min_chars: int) -> list[Problem]:
+    """Problems one parsed note has on its own (everything but links and ids)."""
     out: list[Problem] = []
     fm = vn.note.frontmatter
     if fm is not None and fm.error:
@@ -70,29 +71,50 @@ def _note_problems(vn: VaultNote, vault: Vault, roles: RoleTable, min_chars: int
         reason = unusable(vn, min_chars)
         if reason and (reason == "binary" or vn.note.section(KEY_POINTS) is not None):
             out.append(Problem(vn.rel, "unusable-content", reason))
-    for link in vault.dangling(vn):
-        out.append(Problem(vn.rel, "dangling-link", f"[[{link.target}]] matches no note"))
     return out
 
 
-def _duplicate_ids(vault: Vault) -> list[Problem]:
-    """Notes sharing a frontmatter id, or a file name (ambiguous links)."""
-    by_id: dict[str, list[VaultNote]] = {}
-    by_stem: dict[str, list[VaultNote]] = {}
-    for vn in vault.notes:
-        fid = vn.note.meta.get("id")
-        if fid is not None and str(fid).strip():
-            by_id.setdefault(str(fid).strip(), []).append(vn)
-        by_stem.setdefault(vn.id.casefold(), []).append(vn)
+def error_problem(err: NoteError, root: Path) -> Problem:
+    """The problem for a file that could not be loaded."""
+    kind = "not-utf8" if isinstance(err, NotUtf8Error) else (
+        "bad-frontmatter" if isinstance(err, BadFrontmatterError) else "unreadable")
+    return Problem(relative_path(err.path, root), kind, err.reason)
+
+
+def duplicate_ids(rows: Iterable[tuple[str, str, str | None]]) -> list[Problem]:
+    """Notes (rel, file stem, frontmatter id) sharing a frontmatter id or a file name (ambiguous links)."""
+    by_id: dict[str, list[tuple[str, str]]] = {}
+    by_stem: dict[str, list[tuple[str, str]]] = {}
+    for rel, stem, fid in rows:
+        if fid:
+            by_id.setdefault(fid, []).append((rel, stem))
+        by_stem.setdefault(stem.casefold(), []).append((rel, stem))
     out: list[Problem] = []
     for fid, group in by_id.items():
         if len(group) > 1:
-            others = ", ".join(v.rel for v in group)
-            out += [Problem(v.rel, "duplicate-id", f"id '{fid}' is also used by: {others}") for v in group]
-    for stem, group in by_stem.items():
+            out += [Problem(rel, "duplicate-id", _shared_id(fid, rel, group)) for rel, _ in group]
+    for group in by_stem.values():
         if len(group) > 1:
-            out += [Problem(v.rel, "duplicate-id", f"file name '{v.id}' is not unique in the vault") for v in group]
+            out += [Problem(rel, "duplicate-id", f"file name '{stem}' is not unique in the vault") for rel, stem in group]
     return out
+
+
+def _shared_id(fid: str, rel: str, group: list[tuple[str, str]], shown: int = 5) -> str:
+    """Detail for a shared id: the other notes using it (the first few, then how many more)."""
+    others = [r for r, _ in group if r != rel]
+    more = f" and {len(others) - shown} more" if len(others) > shown else ""
+    return f"id '{fid}' is also used by: {', '.join(others[:shown])}{more}"
+
+
+def frontmatter_id(vn: VaultNote) -> str | None:
+    """The note's frontmatter id as text, or None when absent or blank."""
+    fid = vn.note.meta.get("id")
+    return str(fid).strip() if fid is not None and str(fid).strip() else None
+
+
+def sort_problems(problems: list[Problem]) -> None:
+    """Order problems by note, then kind (stable)."""
+    problems.sort(key=lambda p: (p.path, KINDS.index(p.kind)))
 
 
 def check_vault(
@@ -106,14 +128,14 @@ def check_vault(
 def _check(vault: Vault, roles: RoleTable, min_chars: int, progress: Callable[[int, int], None] | None) -> CheckReport:
     """check_vault's body."""
     report = CheckReport(notes=len(vault.notes) + len(vault.errors))
-    for err in vault.errors:
-        kind = "not-utf8" if isinstance(err, NotUtf8Error) else (
-            "bad-frontmatter" if isinstance(err, BadFrontmatterError) else "unreadable")
-        report.problems.append(Problem(relative_path(err.path, vault.root), kind, err.reason))
+    report.problems = [error_problem(err, vault.root) for err in vault.errors]
     for i, vn in enumerate(vault.notes, 1):
-        report.problems += _note_problems(vn, vault, roles, min_chars)
+        report.problems += local_problems(vn, roles, min_chars)
+        report.problems += [
+            Problem(vn.rel, "dangling-link", f"[[{link.target}]] matches no note") for link in vault.dangling(vn)
+        ]
         if progress:
             progress(i, len(vault.notes))
-    report.problems += _duplicate_ids(vault)
-    report.problems.sort(key=lambda p: (p.path, KINDS.index(p.kind)))
+    report.problems += duplicate_ids((vn.rel, vn.id, frontmatter_id(vn)) for vn in vault.notes)
+    sort_problems(report.problems)
     return report

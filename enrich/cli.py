@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -31,12 +31,25 @@ def fail(exc: EnrichError) -> NoReturn:
     raise typer.Exit(exc.exit_code)
 
 
+def _item_encoder() -> Callable[[Any], str]:
+    """JSON for one item, as json.dumps writes it; flat string mappings (check's problems) take a short cut."""
+    general = json.JSONEncoder(ensure_ascii=False).encode
+    quote = json.encoder.encode_basestring
+
+    def encode(item: Any) -> str:
+        if type(item) is dict and all(type(k) is str and type(v) is str for k, v in item.items()):
+            return "{" + ", ".join(f"{quote(k)}: {quote(v)}" for k, v in item.items()) + "}"
+        return general(item)
+
+    return encode
+
+
 def print_json(data: Any) -> None:
     """Print machine output on stdout: one line per item of a top-level list (C encoder, fast for big reports)."""
     if not isinstance(data, dict):
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
         return
-    encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder for every item
+    encode = _item_encoder()
     parts = []
     for key, value in data.items():
         head = f"  {encode(key)}: "
@@ -77,8 +90,9 @@ def check(vault: Optional[Path] = VaultArg, as_json: bool = JsonOpt) -> None:
     if as_json:
         print_json(report.to_json())
     else:
-        for p in report.problems:
-            out.print(f"{p.path}: {p.kind}: {p.detail}", markup=False)
+        if report.problems:  # plain lines: rich would spend seconds on a large vault's thousands of them
+            out.file.write("".join(f"{p.path}: {p.kind}: {p.detail}\n" for p in report.problems))
+            out.file.flush()
         table = Table(title=f"{report.notes} notes checked")
         table.add_column("problem")
         table.add_column("count", justify="right")

@@ -172,14 +172,14 @@ _SAMPLE_CHARS = 200_000
 _NOT_COUNTED_RE = re.compile(r"[\x00-\x7f\s]+")
 
 
-def _sample(texts: list[str], budget: int) -> tuple[list[str], int]:
-    """Evenly spread texts of about budget chars in all, and a per-text length cap."""
-    total = sum(map(len, texts))
+def sample_plan(lengths: list[int], budget: int = _SAMPLE_CHARS) -> tuple[list[int], int]:
+    """Which texts char_frequencies counts (evenly spread, about budget chars in all) and the per-text cap."""
+    total = sum(lengths)
     if total <= budget:
-        return texts, total
-    count = max(1, len(texts) * budget // total)
-    step = len(texts) / count
-    return [texts[int(k * step)] for k in range(count)], 2 * budget // count + 1
+        return list(range(len(lengths))), total
+    count = max(1, len(lengths) * budget // total)
+    step = len(lengths) / count
+    return [int(k * step) for k in range(count)], 2 * budget // count + 1
 
 
 def char_frequencies(texts: Iterable[str]) -> dict[str, float]:
@@ -190,7 +190,13 @@ def char_frequencies(texts: Iterable[str]) -> dict[str, float]:
     which is plenty for choosing between candidate characters and keeps a scan
     of thousands of notes cheap.
     """
-    picked, cap = _sample(list(texts), _SAMPLE_CHARS)
+    texts = list(texts)
+    picked, cap = sample_plan([len(t) for t in texts])
+    return sampled_frequencies([texts[i] for i in picked], cap)
+
+
+def sampled_frequencies(picked: Iterable[str], cap: int) -> dict[str, float]:
+    """char_frequencies of texts already chosen by sample_plan."""
     kept = [t[:cap] for t in picked if not looks_mojibake(t) and not _looks_binary(t)]
     return _normalise(Counter(_NOT_COUNTED_RE.sub("", "".join(kept))))
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Generic, Iterable, Iterator, Mapping, TypeVar
 
 from . import repair
 from .errors import NoteError
@@ -18,6 +18,7 @@ from .notes import Note, decode, parse_text
 from .roles import RoleTable, compile_patterns, default_roles
 
 NOTE_SUFFIXES = (".md", ".markdown")
+T = TypeVar("T")
 SKIP_DIRS = {".obsidian", ".enrich", ".git", ".trash", "node_modules", "__pycache__"}
 
 
@@ -105,8 +106,13 @@ def _build(
 
 def vault_frequencies(texts: Iterable[str]) -> dict[str, float]:
     """Character frequencies for mojibake scoring: bundled table plus the vault's own notes."""
+    return with_default_frequencies(repair.char_frequencies(texts))
+
+
+def with_default_frequencies(counted: Mapping[str, float]) -> dict[str, float]:
+    """The bundled table plus a vault's own frequencies, at equal weight."""
     freq = dict(repair.load_default_freq())
-    for ch, n in repair.char_frequencies(texts).items():
+    for ch, n in counted.items():
         freq[ch] = freq.get(ch, 0.0) + n
     return freq
 
@@ -126,30 +132,23 @@ def relative_path(path: Path, root: Path) -> str:
         return path.name
 
 
-class Vault:
-    """All notes of a vault, with Obsidian-style link resolution."""
+class LinkIndex(Generic[T]):
+    """Obsidian-style lookup of link targets: vault path, then file name, then alias."""
 
-    def __init__(self, root: Path, notes: list[VaultNote], errors: list[NoteError]) -> None:
-        self.root = root
-        self.notes = notes
-        self.errors = errors
-        self._by_name: dict[str, list[VaultNote]] = {}
-        self._by_path: dict[str, VaultNote] = {}
-        self._by_alias: dict[str, list[VaultNote]] = {}
-        for vn in notes:
-            self._by_name.setdefault(vn.id.casefold(), []).append(vn)
-            self._by_path[vn.rel[: -len(vn.path.suffix)].casefold()] = vn
-            for alias in vn.aliases:
-                self._by_alias.setdefault(alias.casefold(), []).append(vn)
+    def __init__(self) -> None:
+        self._by_name: dict[str, list[T]] = {}
+        self._by_path: dict[str, T] = {}
+        self._by_alias: dict[str, list[T]] = {}
 
-    def add(self, vn: VaultNote) -> None:
-        """Add a note loaded outside the scan (an explicitly named file)."""
-        self.notes.append(vn)
-        self._by_name.setdefault(vn.id.casefold(), []).append(vn)
-        self._by_path[vn.rel[: -len(vn.path.suffix)].casefold()] = vn
+    def add(self, item: T, note_id: str, rel: str, suffix: str, aliases: Iterable[str] = ()) -> None:
+        """Index one note under its file stem, its path without suffix and its aliases."""
+        self._by_name.setdefault(note_id.casefold(), []).append(item)
+        self._by_path[rel[: len(rel) - len(suffix)].casefold()] = item
+        for alias in aliases:
+            self._by_alias.setdefault(alias.casefold(), []).append(item)
 
-    def resolve(self, target: str) -> VaultNote | None:
-        """Resolve a link target like Obsidian: path, then file name, then alias."""
+    def resolve(self, target: str) -> T | None:
+        """The note a link target means, or None."""
         key = link_key(target)
         if not key:
             return None
@@ -161,10 +160,35 @@ class Vault:
         names = self._by_name.get(key) or self._by_alias.get(key)
         return names[0] if names else None
 
-    def get(self, note_id: str) -> VaultNote | None:
-        """Return the note with this file stem (first one if several)."""
+    def named(self, note_id: str) -> T | None:
+        """The first note with this file stem."""
         hits = self._by_name.get(note_id.casefold())
         return hits[0] if hits else None
+
+
+class Vault:
+    """All notes of a vault, with Obsidian-style link resolution."""
+
+    def __init__(self, root: Path, notes: list[VaultNote], errors: list[NoteError]) -> None:
+        self.root = root
+        self.notes = notes
+        self.errors = errors
+        self._index: LinkIndex[VaultNote] = LinkIndex()
+        for vn in notes:
+            self._index.add(vn, vn.id, vn.rel, vn.path.suffix, vn.aliases)
+
+    def add(self, vn: VaultNote) -> None:
+        """Add a note loaded outside the scan (an explicitly named file)."""
+        self.notes.append(vn)
+        self._index.add(vn, vn.id, vn.rel, vn.path.suffix)
+
+    def resolve(self, target: str) -> VaultNote | None:
+        """Resolve a link target like Obsidian: path, then file name, then alias."""
+        return self._index.resolve(target)
+
+    def get(self, note_id: str) -> VaultNote | None:
+        """Return the note with this file stem (first one if several)."""
+        return self._index.named(note_id)
 
     def dangling(self, vn: VaultNote) -> list[Link]:
         """Return the note's links that resolve to no note (attachments excluded)."""

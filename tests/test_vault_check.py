@@ -153,3 +153,41 @@ def test_find_links_embed_offsets() -> None:
     first, second = find_links(text)
     assert first.embed and text[first.start : first.end] == "![[a]]"
     assert not second.embed and second.alias == "B" and text[second.start : second.end] == "[[b|B]]"
+
+
+def _big_vault(dest: Path, copies: int) -> Path:
+    """Copies of the fixture notes (and ../shared/vault-sample when present) in sub-folders, with odd files."""
+    sources = sorted(FIXTURES.rglob("*.md")) + (sorted((SHARED / "vault-sample").glob("*.md")) if SHARED.is_dir() else [])
+    for k in range(copies):
+        sub = dest / f"d{k}"
+        sub.mkdir(parents=True)
+        for src in sources:
+            (sub / src.name).write_bytes(src.read_bytes() + f"\n[[{src.stem}]] [[missing-{k}]]\n".encode())
+    (dest / "latin1.md").write_bytes("---\ntitle: caf\xe9\n---\n".encode("latin-1"))
+    (dest / "broken.md").write_text("---\n: : [\n---\nbody\n")
+    return dest
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_parallel_check_gives_the_serial_report(tmp_path: Path, processes: int) -> None:
+    from enrich import checkscan
+    from enrich.vault import iter_note_files
+
+    if "fork" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    root = _big_vault(tmp_path / "v", 4)
+    roles = roles_for()
+    serial = check_vault(scan_vault(root, roles), roles).to_json()
+    parallel = checkscan.check_files(root, list(iter_note_files(root)), roles, 80, processes).to_json()
+    assert parallel == serial
+    kinds = serial["summary"]["by_kind"]
+    assert kinds["mojibake"] and kinds["dangling-link"] and kinds["duplicate-id"] and kinds["not-utf8"]
+
+
+def test_shared_id_detail_lists_a_few_others() -> None:
+    from enrich.check import duplicate_ids
+
+    rows = [(f"n{i}.md", f"n{i}", "same") for i in range(8)]
+    details = {p.path: p.detail for p in duplicate_ids(rows)}
+    assert details["n0.md"] == "id 'same' is also used by: n1.md, n2.md, n3.md, n4.md, n5.md and 2 more"
+    assert duplicate_ids([("a.md", "a", "x"), ("b.md", "b", "x")])[0].detail == "id 'x' is also used by: b.md"
