@@ -80,7 +80,8 @@ def _scan_range(bounds: tuple[int, int]) -> Chunk:
                 if repair.looks_mojibake(text):
                     out.deferred.append(i)
                     continue
-                out.facts.append(facts_of(_build(path, job.root, job.roles, raw, text, bom, None), job.roles, job.min_chars))
+                vn = _build(path, job.root, job.roles, raw, text, bom, None, clean=True)
+                out.facts.append(facts_of(vn, job.roles, job.min_chars))
                 out.sampled.append((i, len(text)))
             except NoteError as exc:
                 out.errors.append(error_problem(exc, job.root))
@@ -126,7 +127,8 @@ def check_files(
                 chunks += _fan_out(pool, _repair_some, [(part, freq) for part in _split(deferred, n)])
     finally:
         _JOB = None
-    return _report(chunks, len(files))
+    with no_gc_pauses():
+        return _report(chunks, len(files))
 
 
 def _fan_out(pool: multiprocessing.pool.Pool, fn: Callable[..., Chunk], args: list) -> list[Chunk]:  # type: ignore[type-arg]

@@ -91,11 +91,12 @@ def load_note(path: Path, root: Path, roles: RoleTable, freq: Mapping[str, float
 
 
 def _build(
-    path: Path, root: Path, roles: RoleTable, raw: bytes, text: str, bom: bool, freq: Mapping[str, float] | None
+    path: Path, root: Path, roles: RoleTable, raw: bytes, text: str, bom: bool, freq: Mapping[str, float] | None,
+    *, clean: bool = False,
 ) -> VaultNote:
-    """Parse decoded text into a VaultNote, repairing mojibake first."""
+    """Parse decoded text into a VaultNote, repairing mojibake first (clean: already known not to be)."""
     repaired = False
-    if repair.looks_mojibake(text):
+    if not clean and repair.looks_mojibake(text):
         fixed = repair.fix_mojibake(text, freq)
         if fixed is not None:
             text, repaired = fixed.text, True
@@ -235,7 +236,7 @@ def _scan(root: Path, roles: RoleTable, files: Iterable[Path] | None) -> Vault:
             if repair.looks_mojibake(text):
                 deferred.append((path, raw, text, bom))
             else:
-                notes.append(_build(path, root, roles, raw, text, bom, None))
+                notes.append(_build(path, root, roles, raw, text, bom, None, clean=True))
         except NoteError as exc:
             errors.append(exc)
     if deferred:
