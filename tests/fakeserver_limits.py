@@ -34,7 +34,7 @@ CHAT = ("POST", "/v1/chat/completions")
 def request_tokens(body: Any) -> int:
     """What the server charges a chat request: prompt tokens (tiktoken) plus max_tokens."""
     messages = [{"content": str(m.get("content", ""))} for m in (body or {}).get("messages", [])]
-    return counter_for(str((body or {}).get("model") or "")).count_messages(messages) + int((body or {}).get("max_tokens") or 0)
+    return counter_for(str((body or {}).get("model") or "")).count_messages(messages) + int((body or {}).get("max_tokens") or (body or {}).get("max_completion_tokens") or 0)
 
 
 def fmt_duration(seconds: float) -> str:

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 from fakeserver import (
     FakeOpenAI,
+    Reply,
     answer,
     content,
     delayed,
@@ -22,6 +23,7 @@ from fakeserver import (
     length,
     rate_limited,
     refuse_json_schema,
+    resolve,
     server_error,
     truncated,
     valid_enrichment,
@@ -182,11 +184,40 @@ def test_client_errors_not_retried(fake_openai: FakeOpenAI, status: int, hint: s
 
 
 def test_other_unsupported_parameter_is_not_a_mode_refusal(fake_openai: FakeOpenAI) -> None:
-    fake_openai.push(error(400, "Unsupported parameter: 'temperature' is not supported with this model.", param="temperature"))
+    fake_openai.push(error(400, "Unsupported parameter: 'top_p' is not supported with this model.", param="top_p"))
     h = Harness(fake_openai)
-    with pytest.raises(ProviderRejected, match="temperature"):
+    with pytest.raises(ProviderRejected, match="top_p"):
         h.run()
     assert len(fake_openai.requests) == 1 and h.provider.mode == "json_schema"
+
+
+def reasoning_model(req: Any) -> Reply:
+    """Answer like an o-series / gpt-5 model: max_tokens and a non-default temperature are refused."""
+    body = req or {}
+    if "max_tokens" in body:
+        return error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                     "Use 'max_completion_tokens' instead.", param="max_tokens")
+    if body.get("temperature", 1) != 1:
+        return error(400, "Unsupported value: 'temperature' does not support 0.2 with this model. "
+                     "Only the default (1) value is supported.", code="unsupported_value", param="temperature")
+    return resolve(answer(), req)
+
+
+def test_reasoning_models_get_max_completion_tokens_and_no_temperature(fake_openai: FakeOpenAI) -> None:
+    fake_openai.default = reasoning_model
+    result = Harness(fake_openai).run(calls=2)
+    assert result.value.key_points and result.mode == "json_schema"
+    first, second, third, fourth = fake_openai.chats
+    assert "max_tokens" in first and "max_completion_tokens" in second and "temperature" in second
+    assert third["max_completion_tokens"] == 600 and "temperature" not in third and "max_tokens" not in third
+    assert fourth.keys() == third.keys()  # learnt once: the next note's call goes straight through
+
+
+def test_a_parameter_refused_again_is_reported(fake_openai: FakeOpenAI) -> None:
+    fake_openai.default = error(400, "Unsupported parameter: 'max_tokens'", param="max_tokens")
+    with pytest.raises(ProviderRejected, match="max_tokens"):
+        Harness(fake_openai).run()
+    assert len(fake_openai.requests) == 2
 
 
 def test_context_overflow(fake_openai: FakeOpenAI) -> None:

@@ -42,6 +42,27 @@ class _ModeRefused(ProviderRejected):
     """The server does not accept this way of asking for structured output."""
 
 
+class _ParamRefused(ProviderRejected):
+    """The model does not accept a sampling parameter (reasoning models: max_tokens, temperature)."""
+
+    def __init__(self, message: str, *, param: str, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.param = param
+
+
+_ADAPTABLE = ("max_tokens", "temperature")
+
+
+def _refused_param(exc: openai.APIError) -> str | None:
+    """max_tokens or temperature when a 400 says the model does not support it."""
+    if getattr(exc, "status_code", None) != 400:
+        return None
+    if exc.param in _ADAPTABLE:
+        return exc.param
+    text = exc.message.lower()
+    return next((p for p in _ADAPTABLE if f"'{p}'" in text and "unsupported" in text), None)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures worth retrying: 429, 5xx, timeouts, connection errors."""
     if isinstance(exc, openai.APIStatusError):
@@ -161,6 +182,8 @@ class OpenAIProvider:
         self.rate_limit_headers: dict[str, str] = {}
         self.limiter = limiter  # shared by every call of a run; every HTTP attempt acquires from it
         self._mode_index = 0
+        self._token_param = "max_tokens"  # becomes max_completion_tokens for models that refuse max_tokens
+        self._send_temperature = True  # reasoning models accept only their default temperature
         self._strict_memo: dict[int, tuple[dict[str, Any], Any]] = {}
         self._secret = api_key or ""
         self._wait: Wait = wait or self.default_wait
@@ -214,7 +237,21 @@ class OpenAIProvider:
                     raise
                 self._mode_index = max(self._mode_index, MODES.index(mode) + 1)
                 continue
+            except _ParamRefused as exc:
+                if not self._adapt(exc.param):
+                    raise
+                continue
             return self._completion(response, mode)
+
+    def _adapt(self, param: str) -> bool:
+        """Stop sending a refused parameter the way it was sent; False when that was already done."""
+        if param == "max_tokens" and self._token_param == "max_tokens":
+            self._token_param = "max_completion_tokens"
+            return True
+        if param == "temperature" and self._send_temperature:
+            self._send_temperature = False
+            return True
+        return False
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
@@ -228,11 +265,9 @@ class OpenAIProvider:
         self, messages: list[Message], schema: dict[str, Any], mode: str, max_tokens: int
     ) -> dict[str, Any]:
         """Build the create() keyword arguments for one mode."""
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": max_tokens,
-            "temperature": self.temperature,
-        }
+        kwargs: dict[str, Any] = {"model": self.model, self._token_param: max_tokens}
+        if self._send_temperature:
+            kwargs["temperature"] = self.temperature
         if mode == "json_schema":
             kwargs["messages"] = [dict(m) for m in messages]
             kwargs["response_format"] = {
@@ -269,7 +304,7 @@ class OpenAIProvider:
         of its CPU per call); errors are raised exactly as by chat.completions.create.
         """
         limiter = self.limiter
-        ticket = await limiter.acquire(limiter.cost(kwargs["messages"], kwargs["max_tokens"])) if limiter else None
+        ticket = await limiter.acquire(limiter.cost(kwargs["messages"], kwargs[self._token_param])) if limiter else None
         try:
             raw: Any = await self._client.post(
                 "/chat/completions", body=kwargs, cast_to=object, options={"headers": RAW_HEADER}
@@ -304,6 +339,9 @@ class OpenAIProvider:
             return ContextOverflow(message, hint="the note is too long for this model's context window")
         if "response_format" in kwargs and _refuses_format(exc, detail):
             return _ModeRefused(message, status=status)
+        refused = _refused_param(exc)
+        if refused is not None:
+            return _ParamRefused(message, param=refused, status=status)
         return ProviderRejected(message, status=status, hint=_HINTS.get(status or 0))
 
     def _redact(self, text: str) -> str:
