@@ -330,6 +330,7 @@ class Pipeline:
     def _apply(self, vn: VaultNote, req: Request, value: Enrichment, result: NoteResult) -> None:
         """Rewrite the note; show the diff (dry run) or write it atomically with a journal entry."""
         tags = self.builder.vocab.merge(vn.tags, list(value.tags), self.settings.max_new_tags)
+        self.builder.vocab.learn(tags[1])  # later notes of this run reuse the spelling of a tag created here
         record = {
             "model": self.model,
             "prompt": req.prompts.version,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeserver import FakeOpenAI, answer, content, invalid
+from fakeserver import FakeOpenAI, answer, content, invalid, valid_enrichment
 from typer.testing import CliRunner
 
 from enrich.cli import cli
@@ -233,3 +233,20 @@ def test_real_vault_sample_and_seed(tmp_path: Path, fake_openai: FakeOpenAI) -> 
     calls = len(fake_openai.chats)
     again = json.loads(invoke(fake_openai, "run", str(dest), "--json").stdout)
     assert again["llm_calls"] == 0 and len(fake_openai.chats) == calls
+
+
+def test_a_tag_created_in_a_run_is_reused_by_later_notes(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    from fakeserver_limits import write_vault
+
+    vault = tmp_path / "v"
+    write_vault(vault, 2)
+    first, second = valid_enrichment([]), valid_enrichment([])
+    first["tags"], second["tags"] = ["agent-memory"], ["agent-memories"]
+    fake_openai.push(answer(first), answer(second))
+    args = ["run", str(vault), "--base-url", fake_openai.url, "--model", "fake-model", "-j", "1", "--json"]
+    res = CliRunner(env={"OPENAI_API_KEY": None, "ENRICH_MODEL": None, "ENRICH_BASE_URL": None}).invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["new_tags"] == ["agent-memory"] and len(fake_openai.chats) == 2
+    tags = [scan_vault(vault).get(name).tags for name in ("gen-00000", "gen-00001")]  # type: ignore[union-attr]
+    assert all("agent-memory" in t for t in tags) and not any("agent-memories" in t for t in tags)
