@@ -108,7 +108,7 @@ class RequestBuilder:
             "lang": c.lang,
         }
         messages = c.prompts.render(values)
-        spec = output_spec([x.id for x in cands], vn.id)
+        spec = output_spec([x.id for x in cands], vn.id, c.prompts.example_points)
         return Request(
             vn, c.lang, c.prompts, messages, spec, c.content_hash, cands, c.truncated,
             self.counter.count_messages(messages),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -30,6 +32,18 @@ class PromptSet:
     def variables(self) -> set[str]:
         """Every variable the two templates use."""
         return set(_VAR.findall(self.system)) | set(_VAR.findall(self.user))
+
+    @cached_property
+    def example_points(self) -> tuple[str, ...]:
+        """Key points of the example answer in the system prompt (a model must not copy them)."""
+        for line in self.system.splitlines():
+            if line.lstrip().startswith('{"key_points"'):
+                try:
+                    points = json.loads(line).get("key_points") or []
+                except (ValueError, AttributeError):
+                    return ()
+                return tuple(p for p in points if isinstance(p, str))
+        return ()
 
     def render(self, values: Mapping[str, str]) -> list[Message]:
         """Fill both templates; raise PromptError when a variable is missing."""

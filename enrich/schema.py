@@ -6,7 +6,7 @@ import re
 import copy
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -28,8 +28,9 @@ class Enrichment(BaseModel):
 
     @field_validator("key_points")
     @classmethod
-    def _points_are_plain_sentences(cls, points: list[str]) -> list[str]:
-        """Reject bullets with newlines, headings, HTML, wikilinks or lists."""
+    def _points_are_plain_sentences(cls, points: list[str], info: ValidationInfo) -> list[str]:
+        """Reject bullets with newlines, headings, HTML, wikilinks or lists, or copied from the prompt's example."""
+        copied = (info.context or {}).get("example_points") or frozenset()
         clean: list[str] = []
         for point in points:
             text = point.strip()
@@ -41,6 +42,8 @@ class Enrichment(BaseModel):
                 raise ValueError(f"key point contains markup or a link: {text[:60]!r}")
             if len(text) > MAX_POINT_CHARS:
                 raise ValueError(f"key point longer than {MAX_POINT_CHARS} characters")
+            if text.casefold() in copied:
+                raise ValueError(f"key point copies the prompt's example instead of the article: {text[:60]!r}")
             clean.append(text)
         if len({p.casefold() for p in clean}) != len(clean):
             raise ValueError("key points repeat each other")
@@ -83,14 +86,19 @@ class OutputSpec:
 
     allowed: tuple[str, ...]
     schema: dict[str, Any] = field(compare=False, repr=False)
+    example_points: frozenset[str] = frozenset()  # casefolded key points of the prompt's example answer
 
     def validate(self, data: Any) -> Enrichment:
         """Validate parsed JSON (pydantic.ValidationError on failure)."""
-        return Enrichment.model_validate(data, context={"allowed": self.allowed})
+        return Enrichment.model_validate(data, context=self._context())
 
     def validate_json(self, text: str | bytes) -> Enrichment:
         """Validate a JSON document."""
-        return Enrichment.model_validate_json(text, context={"allowed": self.allowed})
+        return Enrichment.model_validate_json(text, context=self._context())
+
+    def _context(self) -> dict[str, Any]:
+        """What the validators check against."""
+        return {"allowed": self.allowed, "example_points": self.example_points}
 
     def keep_allowed(self, data: dict[str, Any]) -> dict[str, Any]:
         """A copy of an answer whose related ids not (or no longer) offered are dropped."""
@@ -98,12 +106,12 @@ class OutputSpec:
         return {**data, "related": related}
 
 
-def output_spec(candidates: Sequence[str], own_id: str) -> OutputSpec:
+def output_spec(candidates: Sequence[str], own_id: str, example_points: Iterable[str] = ()) -> OutputSpec:
     """The spec for a note whose `related` items may only be candidate ids (never itself)."""
     allowed = tuple(dict.fromkeys(c for c in candidates if c != own_id))
     schema = copy.deepcopy(_base_schema())
     schema["properties"]["related"] = _related_schema(allowed)
-    return OutputSpec(allowed, schema)
+    return OutputSpec(allowed, schema, frozenset(p.strip().casefold() for p in example_points))
 
 
 def _related_schema(allowed: tuple[str, ...]) -> dict[str, Any]:

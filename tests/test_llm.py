@@ -398,3 +398,17 @@ def test_transport_choice(transport: str) -> None:
     assert ("Httpx2AiohttpClient" in mro) == (transport == "aiohttp"), mro
     asyncio.run(provider.aclose())
 
+
+
+def test_key_points_copied_from_the_prompt_example_are_rejected() -> None:
+    from enrich.prompts import load_prompts
+
+    for lang in ("en", "zh"):
+        example = load_prompts(lang, None).example_points
+        assert len(example) == 3
+        spec = output_spec(CANDIDATES, "self-note", example)
+        copied = valid_enrichment([])
+        copied["key_points"][1] = example[0].upper() if lang == "en" else example[0]
+        with pytest.raises(ValidationError, match="copies the prompt's example"):
+            spec.validate(copied)
+        assert spec.validate(valid_enrichment([])).key_points
