@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from . import frontmatter, repair
 from .config import STATE_DIR
 from .errors import EnrichError, FeedError
-from .fsio import atomic_write, ensure_inside
+from .fsio import atomic_write, ensure_inside, fsync_dir
 from .htmlmd import html_to_markdown
 from .journal import Journal
 from .vault import iter_note_files
@@ -276,7 +276,7 @@ def write_notes(items: list[tuple[Path, bytes]], root: Path, journal: BatchJourn
         except OSError as exc:
             errors[i] = _reason(exc)
     for folder in {items[i][0].parent for i in todo}:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     journal.forget({items[i][0].resolve().relative_to(root.resolve()).as_posix() for i in todo if errors[i]})
     return errors
 
@@ -304,18 +304,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make new directory entries durable (best effort)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def _reason(exc: BaseException) -> str:

@@ -18,8 +18,11 @@ def ensure_inside(path: Path, root: Path) -> Path:
     return real
 
 
-def atomic_write(path: Path, data: bytes, root: Path | None = None) -> None:
-    """Write bytes atomically; with `root`, refuse targets (or symlinks) outside it."""
+def atomic_write(path: Path, data: bytes, root: Path | None = None, *, sync_dir: bool = True) -> Path:
+    """Write bytes atomically; with `root`, refuse targets (or symlinks) outside it; return the real target.
+
+    sync_dir=False leaves the folder's fsync to the caller (one per folder for a batch of files).
+    """
     target = ensure_inside(path, root) if root is not None else Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     mode = target.stat().st_mode & 0o7777 if target.exists() else _default_mode()
@@ -35,7 +38,9 @@ def atomic_write(path: Path, data: bytes, root: Path | None = None) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(target.parent)
+    if sync_dir:
+        fsync_dir(target.parent)
+    return target
 
 
 def _default_mode() -> int:
@@ -45,7 +50,7 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Flush a directory entry so a rename survives a crash (best effort)."""
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -26,6 +26,7 @@ _TAG_START = re.compile(r"<(?=[A-Za-z!/?])")
 _ENTITY_LIKE = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 # Line starts that would change the note's structure: ATX headings, fences, thematic breaks, setext underlines.
 _RISKY_LINE = re.compile(r"^(#{1,6}(?=[ \t]|$)|`{3,}|~{3,}|(?:[-*_][ \t]*){3,}$|=+[ \t]*$|-+[ \t]*$)")
+_LIST_FENCE = re.compile(r"^((?:[-*+]|\d{1,9}[.)])[ \t]+)(?=`{3,}|~{3,})")  # a fence opening a list item
 _NEEDS_ESCAPE = re.compile(r"[&<\[\]]")
 _BRACKET = re.compile(r"(\\*)([\[\]])")
 _CLOSING_HASHES = re.compile(r"([ \t])(#+)$")
@@ -61,7 +62,7 @@ def _escape_text(text: str) -> str:
 
 def _escape_line(line: str) -> str:
     """Backslash-escape a (stripped) text line that Markdown would read as a heading, fence or break."""
-    return "\\" + line if _RISKY_LINE.match(line) else line
+    return "\\" + line if _RISKY_LINE.match(line) else _LIST_FENCE.sub(r"\1\\", line, count=1)
 
 
 @dataclass

@@ -18,8 +18,6 @@ from . import tokens
 from .cache import Cache, request_key
 from .config import Settings
 from .errors import EnrichError, LLMError, NoteError
-from .fsio import atomic_write
-from .journal import Journal
 from .llm import call_validated, sanitize
 from .plan import Decision, decide
 from .prepare import Content, Request, RequestBuilder
@@ -29,6 +27,7 @@ from .rewrite import RewriteError, apply
 from .roles import RoleTable
 from .schema import Enrichment
 from .vault import Vault, VaultNote
+from .writer import NoteWriter
 
 Progress = Callable[[str, "NoteResult | None", "RunReport"], None]
 
@@ -146,7 +145,7 @@ class Pipeline:
         self.cache = Cache(None if options.plan_only else vault.root / ".enrich" / "cache.sqlite")
         self.limiter = RateLimiter(settings.rpm, settings.tpm, Estimator(self.counter))
         self.calling = False  # True while model calls are in flight (signals then stop cleanly)
-        self._journal: Journal | None = None
+        self._writer = NoteWriter(vault.root, "run")
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -284,7 +283,7 @@ class Pipeline:
         try:
             req = self.build(vn, content)
             value = await self._result_for(req, result)
-            self._apply(vn, req, value, result)
+            await self._apply(vn, req, value, result)
         except (EnrichError, RewriteError) as exc:
             result.status, result.reason = "failed", str(exc)
         return result
@@ -327,7 +326,7 @@ class Pipeline:
                 self._provider.limiter = self.limiter
         return self._provider
 
-    def _apply(self, vn: VaultNote, req: Request, value: Enrichment, result: NoteResult) -> None:
+    async def _apply(self, vn: VaultNote, req: Request, value: Enrichment, result: NoteResult) -> None:
         """Rewrite the note; show the diff (dry run) or write it atomically with a journal entry."""
         tags = self.builder.vocab.merge(vn.tags, list(value.tags), self.settings.max_new_tags)
         self.builder.vocab.learn(tags[1])  # later notes of this run reuse the spelling of a tag created here
@@ -350,21 +349,8 @@ class Pipeline:
         if self.options.dry_run:
             result.status, result.diff = "would-enrich", note_diff(vn, rw.note.text)
             return
-        self._write(vn, new_bytes)
+        await self._writer.write(vn, new_bytes)
         result.status = "enriched"
-
-    def _write(self, vn: VaultNote, data: bytes) -> None:
-        """Write one note if it did not change on disk since it was read."""
-        try:
-            current = vn.path.read_bytes()
-        except OSError as exc:
-            raise NoteError(vn.path, f"cannot read before writing: {exc.strerror}") from exc
-        if current != vn.raw:
-            raise NoteError(vn.path, "changed on disk during the run; left untouched")
-        if self._journal is None:
-            self._journal = Journal(self.vault.root, "run")
-        self._journal.record(vn.path, vn.raw, data)
-        atomic_write(vn.path, data, self.vault.root)
 
     async def _close(self) -> None:
         """Release the provider and the cache."""

@@ -6,7 +6,7 @@ import re
 from datetime import date
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from enrich.htmlmd import html_to_markdown, html_to_text, safe_url, text_to_markdown
@@ -135,6 +135,7 @@ _pieces = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_pieces, max_size=40).map("".join))
+@example("- ```")  # a fence opening a list item once hid the sections after it
 def test_any_html_keeps_the_note_sections_intact(html: str) -> None:
     content = html_to_markdown(html, BASE)
     entry = Entry(feed_id="f", source="S", title="T", url="https://x.com/a", content=content)
@@ -145,3 +146,9 @@ def test_any_html_keeps_the_note_sections_intact(html: str) -> None:
     roles = default_roles()
     kp = note.section("key_points")
     assert kp is not None and roles.is_placeholder(note.body(kp))
+
+
+@pytest.mark.parametrize("text", ["- ```", "1. ~~~x", "* ````", "+ ```py"])
+def test_a_fence_after_a_list_marker_is_escaped(text: str) -> None:
+    md = html_to_markdown(f"<p>{text}</p>")
+    assert "\\" in md and md.replace("\\", "", 1) == text

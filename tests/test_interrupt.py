@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakeserver import FakeOpenAI
@@ -164,25 +165,49 @@ def test_a_write_under_way_when_interrupted_is_finished_and_counted(
     """Ctrl-C while a note is being written: that note is written whole and reported written."""
     from typer.testing import CliRunner
 
-    import enrich.pipeline as pipeline
+    import enrich.writer as writer
     from enrich.cli import cli
 
     vault = tmp_path / "vault"
     originals = write_vault(vault, 6)
-    real_write = pipeline.atomic_write
+    real_write = writer.atomic_write
     interrupted: list[Path] = []
 
-    def write_then_slow(path: Path, data: bytes, root: Path | None = None) -> None:
+    def write_then_slow(path: Path, data: bytes, root: Path | None = None, **kw: Any) -> Path:
         if not interrupted:
             interrupted.append(path)
             os.kill(os.getpid(), signal.SIGINT)  # the run's handler asks the event loop to stop
             time.sleep(0.3)  # the loop cancels every task meanwhile
-        real_write(path, data, root)
+        return real_write(path, data, root, **kw)
 
-    monkeypatch.setattr(pipeline, "atomic_write", write_then_slow)
+    monkeypatch.setattr(writer, "atomic_write", write_then_slow)
     runner = CliRunner(env={"OPENAI_API_KEY": None, "ENRICH_MODEL": None, "ENRICH_BASE_URL": None})
     res = runner.invoke(cli, ["run", str(vault), "--base-url", fake_openai.url, "--model", "fake-model", "-j", "1"])
     assert res.exit_code == 130, res.output
     untouched, enriched = classify(vault, originals)
     assert enriched >= 1 and interrupted[0].read_bytes() != originals[interrupted[0].name]
     assert f"interrupted: {enriched} notes written, {untouched} left" in res.stderr
+
+
+def test_notes_answered_together_share_their_journal_and_folder_fsyncs(
+    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight notes answered at once: one manifest fsync and one folder fsync, not three fsyncs per note."""
+    from typer.testing import CliRunner
+
+    from enrich.cli import cli
+
+    vault = tmp_path / "vault"
+    originals = write_vault(vault, 8)
+    fake_openai.latency = 0.2
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    runner = CliRunner(env={"OPENAI_API_KEY": None, "ENRICH_MODEL": None, "ENRICH_BASE_URL": None})
+    res = runner.invoke(cli, ["run", str(vault), "--base-url", fake_openai.url, "--model", "fake-model", "-j", "8"])
+    assert res.exit_code == 0, res.output
+    assert classify(vault, originals) == (0, 8)
+    assert len(synced) < 2 * 8  # per note: its own file; per batch: the manifest and the folder
+    undo = runner.invoke(cli, ["undo", str(vault)])
+    assert undo.exit_code == 0, undo.output
+    assert classify(vault, originals) == (8, 0)
