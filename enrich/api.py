@@ -51,7 +51,10 @@ def check(path: Path, progress: Progress | None = None) -> CheckReport:
     files = list(iter_note_files(root))
     n = workers()
     if n > 1 and len(files) >= PARALLEL_MIN_NOTES:  # large vaults: parse in parallel processes
-        return check_files(root, files, roles, settings.min_content_chars, n, progress)
+        try:
+            return check_files(root, files, roles, settings.min_content_chars, n, progress)
+        except OSError:  # the system refused to fork (memory, process limits): check serially
+            pass
     vault = scan_vault(root, roles, files)
     return check_vault(vault, roles, min_chars=settings.min_content_chars, progress=progress)
 

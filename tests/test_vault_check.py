@@ -191,3 +191,21 @@ def test_shared_id_detail_lists_a_few_others() -> None:
     details = {p.path: p.detail for p in duplicate_ids(rows)}
     assert details["n0.md"] == "id 'same' is also used by: n1.md, n2.md, n3.md, n4.md, n5.md and 2 more"
     assert duplicate_ids([("a.md", "a", "x"), ("b.md", "b", "x")])[0].detail == "id 'x' is also used by: b.md"
+
+
+def test_check_falls_back_to_serial_when_fork_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    from enrich import api, checkscan
+
+    root = _big_vault(tmp_path / "v", 3)
+    expected = check_vault(scan_vault(root, roles_for()), roles_for()).to_json()
+
+    def no_fork(*_: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(checkscan, "PARALLEL_MIN_NOTES", 1)
+    monkeypatch.setattr(api, "PARALLEL_MIN_NOTES", 1)
+    monkeypatch.setattr(api, "workers", lambda: 2)
+    monkeypatch.setattr(multiprocessing.get_context("fork"), "Pool", no_fork)
+    assert api.check(root).to_json() == expected
