@@ -189,25 +189,28 @@ def test_a_write_under_way_when_interrupted_is_finished_and_counted(
     assert f"interrupted: {enriched} notes written, {untouched} left" in res.stderr
 
 
-def test_notes_answered_together_share_their_journal_and_folder_fsyncs(
-    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+def test_notes_written_in_one_loop_turn_share_their_journal_and_folder_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Eight notes answered at once: one manifest fsync and one folder fsync, not three fsyncs per note."""
-    from typer.testing import CliRunner
+    """Eight notes finished together: eight file fsyncs, one manifest fsync, one folder fsync (not 3 x 8)."""
+    import asyncio
 
-    from enrich.cli import cli
+    from enrich.journal import undo_last
+    from enrich.writer import NoteWriter
 
     vault = tmp_path / "vault"
     originals = write_vault(vault, 8)
-    fake_openai.latency = 0.2
+    notes = scan_vault(vault, default_roles()).notes
     synced: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
-    runner = CliRunner(env={"OPENAI_API_KEY": None, "ENRICH_MODEL": None, "ENRICH_BASE_URL": None})
-    res = runner.invoke(cli, ["run", str(vault), "--base-url", fake_openai.url, "--model", "fake-model", "-j", "8"])
-    assert res.exit_code == 0, res.output
-    assert classify(vault, originals) == (0, 8)
-    assert len(synced) < 2 * 8  # per note: its own file; per batch: the manifest and the folder
-    undo = runner.invoke(cli, ["undo", str(vault)])
-    assert undo.exit_code == 0, undo.output
-    assert classify(vault, originals) == (8, 0)
+
+    async def write_all() -> None:
+        writer = NoteWriter(vault)
+        await asyncio.gather(*(writer.write(vn, vn.raw + b"\nenriched\n") for vn in notes))
+
+    asyncio.run(write_all())
+    assert len(synced) == 8 + 2
+    assert all((vault / name).read_bytes() == data + b"\nenriched\n" for name, data in originals.items())
+    undo_last(vault)
+    assert all((vault / name).read_bytes() == data for name, data in originals.items())
