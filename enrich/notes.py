@@ -206,8 +206,7 @@ def replace_body(note: Note, section: Section, lines: list[str], roles: RoleTabl
         at_end = section.end >= len(note.text)
         tail = note.newline if at_end else note.newline * 2
     new_body = lead + note.newline.join(lines) + tail
-    text = note.text[: section.body_start] + new_body + note.text[section.end :]
-    return _reparse(note, text, roles)
+    return _splice(note, section.body_start, section.end, new_body, roles)
 
 
 def append_section(note: Note, heading: str, lines: list[str], roles: RoleTable | None = None) -> Note:
@@ -225,9 +224,46 @@ def append_section(note: Note, heading: str, lines: list[str], roles: RoleTable 
 def set_meta(note: Note, key: str, value: Any, roles: RoleTable | None = None) -> Note:
     """Return a note with one frontmatter key set in the file's own style."""
     text = fmod.set_key(note.text, note.frontmatter, key, value, note.newline)
-    return _reparse(note, text, roles)
+    old_end = note.frontmatter.end if note.frontmatter else 0
+    fm = fmod.parse(text)
+    if fm is None or not text.endswith(note.text[old_end:]) or len(text) - fm.end != len(note.text) - old_end:
+        return _reparse(note, text, roles)  # the edit reached past the frontmatter: not expected, but be exact
+    return _shifted(note, text, 0, old_end, fm.end - old_end, fm)
+
+
+def _splice(note: Note, a: int, b: int, new: str, roles: RoleTable | None) -> Note:
+    """The note with text[a:b] replaced by new: offsets shifted when the edit cannot change the structure."""
+    text = note.text[:a] + new + note.text[b:]
+    inside = any(a < x < b for sec in note.sections for x in (sec.start, sec.body_start, sec.end))
+    lines_kept = (a == 0 or note.text[a - 1] in "\r\n") and (
+        b == len(note.text) or (note.text[b - 1] in "\r\n" and new.endswith(("\n", "\r")) if b else not new)
+    )
+    if inside or not lines_kept or a < note.trailer_start < b or ("\r" in text and "\n" not in text) or _CANDIDATE.search(new) or _CANDIDATE.search(note.text[a:b]):
+        return _reparse(note, text, roles)  # a heading, fence or break is added, removed or cut: parse again
+    return _shifted(note, text, a, b, len(new) - (b - a), note.frontmatter)
+
+
+def _shifted(note: Note, text: str, a: int, b: int, delta: int, fm: Frontmatter | None) -> Note:
+    """The note over new text where text[a:b] changed length by delta (no heading, fence or break touched)."""
+
+    def move(x: int) -> int:
+        return x + delta if x >= b else x
+
+    def move_body(x: int) -> int:  # a body that starts where text is inserted keeps its start
+        return x + delta if x >= b and x > a else x
+
+    sections = tuple(
+        replace(s, start=move(s.start), body_start=move_body(s.body_start), end=move(s.end)) for s in note.sections
+    )
+    return replace(note, text=text, frontmatter=fm, sections=sections,
+                   body_start=fm.end if fm else 0, trailer_start=move(note.trailer_start))
 
 
 def _reparse(note: Note, text: str, roles: RoleTable | None) -> Note:
     """Re-parse edited text, keeping the note's path and BOM."""
     return replace(parse_text(text, note.path, bom=note.bom, roles=roles))
+
+
+def reparsed(note: Note, roles: RoleTable | None = None) -> Note:
+    """The note parsed afresh from its text (to check a chain of edits)."""
+    return _reparse(note, note.text, roles)

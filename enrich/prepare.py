@@ -32,6 +32,7 @@ class Content:
     text: str
     truncated: bool
     content_hash: str
+    tokens: int  # tiktoken count of text
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,9 @@ class RequestBuilder:
     def content(self, vn: VaultNote) -> Content:
         """The cheap first half of a request: enough to decide whether the note needs a call."""
         lang = note_language(vn, self.settings.lang)
-        text, truncated = self.counter_fit(article_text(vn.note.content_text()))
+        text, truncated, n = self.counter_fit(article_text(vn.note.content_text()))
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        return Content(lang, self.prompts(lang), text, truncated, digest)
+        return Content(lang, self.prompts(lang), text, truncated, digest, n)
 
     def build(self, vn: VaultNote, content: Content | None = None) -> Request:
         """Build the request for one note (candidates, prompt, schema, token count)."""
@@ -111,11 +112,11 @@ class RequestBuilder:
         spec = output_spec([x.id for x in cands], vn.id, c.prompts.example_points)
         return Request(
             vn, c.lang, c.prompts, messages, spec, c.content_hash, cands, c.truncated,
-            self.counter.count_messages(messages),
+            self.counter.count_messages(messages, known=(c.text, c.tokens)),  # the article is counted once
         )
 
-    def counter_fit(self, text: str) -> tuple[str, bool]:
-        """Fit the article into --max-input-tokens, keeping whole paragraphs from the start."""
+    def counter_fit(self, text: str) -> tuple[str, bool, int]:
+        """Fit the article into --max-input-tokens, keeping whole paragraphs from the start (and its tokens)."""
         return fit_paragraphs(text, self.counter, self.settings.max_input_tokens)
 
 

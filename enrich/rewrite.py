@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .links import find_links
-from .notes import Note, Section, append_section, replace_body, set_meta
+from .notes import Note, Section, append_section, replace_body, reparsed, set_meta
 from .plan import section_hash
 from .roles import KEY_POINTS, MANAGED, RELATED, RoleTable
 from .schema import Enrichment
@@ -82,8 +82,11 @@ def apply(
         if sec is not None:
             record[role] = section_hash(note.body(sec))
     note = set_meta(note, "enriched", record, roles)
-    guard_untouched(before, note)
-    return Rewrite(note, new_tags, dropped, added)
+    final = reparsed(note, roles)  # the edits shifted offsets; the written note is the one parsed afresh
+    if (final.sections, final.body_start, final.trailer_start) != (note.sections, note.body_start, note.trailer_start):
+        raise RewriteError("internal check failed: the rewrite would change the note's structure")
+    guard_untouched(before, final)
+    return Rewrite(final, new_tags, dropped, added)
 
 
 def _existing_tags(note: Note) -> list[str]:

@@ -29,14 +29,20 @@ class Counter:
         """Number of tokens in text (special-token text counted as plain text)."""
         return len(self.encoding.encode(text, disallowed_special=()))
 
-    def count_messages(self, messages: list[dict[str, str]]) -> int:
-        """Approximate prompt tokens for a chat request (content plus per-message overhead)."""
-        return sum(self._count_message(m) + 4 for m in messages) + 3
+    def count_messages(self, messages: list[dict[str, str]], known: tuple[str, int] | None = None) -> int:
+        """Approximate prompt tokens for a chat request (content plus per-message overhead).
 
-    def _count_message(self, message: dict[str, str]) -> int:
+        `known` is a (text, tokens) pair already counted, e.g. the article: a message holding it is
+        counted as the rest of its text plus those tokens (off by at most a token or two at the seams).
+        """
+        return sum(self._count_message(m, known) + 4 for m in messages) + 3
+
+    def _count_message(self, message: dict[str, str], known: tuple[str, int] | None = None) -> int:
         """Tokens of one message's content; system prompts (the same for every note) are counted once."""
         text = message.get("content", "")
         if message.get("role") != "system":
+            if known is not None and len(known[0]) > 200 and known[0] in text:
+                return self.count(text.replace(known[0], "", 1)) + known[1]
             return self.count(text)
         n = self._system.get(text)
         if n is None:
@@ -74,10 +80,11 @@ def counter_for(model: str, warn: Callable[[str], None] | None = None) -> Counte
     return c
 
 
-def fit_paragraphs(text: str, counter: Counter, budget: int) -> tuple[str, bool]:
-    """Keep whole paragraphs from the start while they fit; return (text, truncated)."""
-    if counter.count(text) <= budget:
-        return text, False
+def fit_paragraphs(text: str, counter: Counter, budget: int) -> tuple[str, bool, int]:
+    """Keep whole paragraphs from the start while they fit; return (text, truncated, tokens)."""
+    total = counter.count(text)
+    if total <= budget:
+        return text, False, total
     kept: list[str] = []
     used = 0
     for para in _PARAS.split(text):
@@ -88,7 +95,8 @@ def fit_paragraphs(text: str, counter: Counter, budget: int) -> tuple[str, bool]
             break
         kept.append(para)
         used += n
-    return "\n\n".join(kept), True
+    out = "\n\n".join(kept)
+    return out, True, counter.count(out)
 
 
 @lru_cache(maxsize=1)

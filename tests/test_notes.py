@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enrich.errors import BadFrontmatterError, NotUtf8Error
-from enrich.notes import append_section, parse_note, parse_text, replace_body, set_meta
+from enrich.notes import Note, append_section, parse_note, parse_text, replace_body, reparsed, set_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -187,3 +187,30 @@ def test_editing_one_section_changes_only_its_span(case: tuple[str, str], lines:
     assert edited.text[: sec.body_start] == note.text[: sec.body_start]
     assert edited.text[len(edited.text) - (len(note.text) - sec.end) :] == note.text[sec.end :]
     assert [s.title for s in edited.sections] == [s.title for s in note.sections]
+
+
+_edit_line = st.sampled_from(["- a point", "plain text", "## Sub", "```", "- ```py", "---", "~~~", "- [[x]]", ""])
+_edit = st.one_of(
+    st.tuples(st.just("body"), st.integers(0, 9), st.lists(_edit_line, max_size=3)),
+    st.tuples(st.just("meta"), st.sampled_from(["tags", "enriched", "id"]), st.lists(st.sampled_from(["a", "b c"]), max_size=2)),
+)
+
+
+def _model(note: Note) -> tuple[object, ...]:
+    """Everything the parser derives from the text."""
+    return note.text, note.sections, note.body_start, note.trailer_start, note.title, note.frontmatter
+
+
+@settings(max_examples=300, deadline=None)
+@given(notes(), st.lists(_edit, min_size=1, max_size=4))
+def test_chained_edits_equal_a_fresh_parse(case: tuple[str, str], edits: list[tuple[str, object, list[str]]]) -> None:
+    """replace_body / set_meta shift offsets instead of re-parsing; the result must equal a fresh parse."""
+    note = parse_text(case[0])
+    for kind, where, values in edits:
+        if kind == "body":
+            if not note.sections:
+                continue
+            note = replace_body(note, note.sections[int(str(where)) % len(note.sections)], values)
+        else:
+            note = set_meta(note, str(where), values)
+        assert _model(note) == _model(reparsed(note))

@@ -236,3 +236,37 @@ def test_count_messages_counts_each_system_prompt_once() -> None:
     assert counter._system[system] == counter.count(system)
     other = [{"role": "system", "content": system}, {"role": "user", "content": "short"}]
     assert counter.count_messages(other) == counter.count(system) + counter.count("short") + 11
+
+
+def test_count_messages_with_known_article_is_within_a_few_tokens() -> None:
+    """The article is counted once (in planning); the request total stays within 3 tokens of a full count."""
+    from enrich.api import open_vault
+    from enrich.prepare import RequestBuilder
+
+    vault, settings, _ = open_vault(Path(__file__).resolve().parents[1] / "fixtures" / "vault")
+    counter = counter_for("gpt-4o-mini")
+    builder = RequestBuilder(vault, settings, counter, "gpt-4o-mini")
+    checked = 0
+    for vn in vault.notes:
+        try:
+            content = builder.content(vn)
+        except Exception:  # noqa: BLE001 - unusable notes have no request
+            continue
+        if len(content.text) <= 200:
+            continue
+        assert content.tokens == counter.count(content.text)
+        req = builder.build(vn, content)
+        assert abs(req.prompt_tokens - counter.count_messages(req.messages)) <= 3
+        checked += 1
+    assert checked >= 3
+
+
+def test_fit_paragraphs_returns_the_kept_texts_tokens() -> None:
+    from enrich.tokens import fit_paragraphs
+
+    counter = counter_for("gpt-4o-mini")
+    text = "\n\n".join(f"Paragraph {i} about attention and memory in long documents." for i in range(50))
+    whole = fit_paragraphs(text, counter, 10_000)
+    assert whole == (text, False, counter.count(text))
+    cut, truncated, n = fit_paragraphs(text, counter, 100)
+    assert truncated and n == counter.count(cut) and n <= 100 and text.startswith(cut)
