@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import EnrichError
-from .fsio import atomic_write
+from .fsio import atomic_write, fsync_dir
 
 MANIFEST = "manifest.jsonl"
 
@@ -24,7 +24,8 @@ def _sha(data: bytes) -> str:
 class Journal:
     """Records, before each write, what the file held; `undo` puts it back.
 
-    The manifest is append-only JSON lines (one fsync per entry), so a run of N notes costs O(N).
+    Each batch of writes adds one file of originals and appends to a JSON-lines manifest, both fsynced
+    before any note of the batch is replaced, so a crash never leaves a changed note without its original.
     """
 
     def __init__(self, vault_root: Path, command: str) -> None:
@@ -35,13 +36,12 @@ class Journal:
         self.entries: list[dict[str, Any]] = []
         self.command = command
 
-    def _entry(self, path: Path, original: bytes | None, new: bytes) -> dict[str, Any]:
-        """Save the original bytes and describe one file."""
-        n = len(self.entries)
-        if original is not None:
-            (self.dir / f"{n:05d}.orig").write_bytes(original)
+    def _entry(self, path: Path, new: bytes, orig: tuple[str, int, int] | None) -> dict[str, Any]:
+        """Describe one file: where its original bytes are kept (file, offset, length) and what was written."""
         rel = path.resolve().relative_to(self._real_root).as_posix()
-        entry = {"path": rel, "orig": None if original is None else f"{n:05d}.orig", "written": _sha(new)}
+        entry: dict[str, Any] = {"path": rel, "orig": None, "written": _sha(new)}
+        if orig is not None:
+            entry["orig"], entry["at"] = orig[0], [orig[1], orig[2]]
         self.entries.append(entry)
         return entry
 
@@ -54,9 +54,14 @@ class Journal:
         self.record_many([(path, None, data) for path, data in items])
 
     def record_many(self, items: Sequence[tuple[Path, bytes | None, bytes]]) -> None:
-        """Record several files, then append their entries with one fsync."""
+        """Record several files durably before any is written: originals in one file, then one manifest append.
+
+        Three fsyncs per call whatever its size: the originals, the manifest and the journal folder.
+        """
+        first = not self.dir.is_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
-        lines = [self._entry(p, o, n) for p, o, n in items]
+        blob, spans = self._save_originals([o for _, o, _ in items])
+        lines = [self._entry(p, n, (blob, *spans.pop(0)) if o is not None else None) for p, o, n in items]
         manifest = self.dir / MANIFEST
         with manifest.open("a", encoding="utf-8") as fh:
             if fh.tell() == 0:
@@ -64,6 +69,25 @@ class Journal:
             fh.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines))
             fh.flush()
             os.fsync(fh.fileno())
+        for folder in [self.dir, *([self.dir.parent, self.dir.parent.parent] if first else [])]:
+            fsync_dir(folder)  # the new files' names, and on the first call the new folders
+
+    def _save_originals(self, originals: Sequence[bytes | None]) -> tuple[str, list[tuple[int, int]]]:
+        """Write the originals into one new file (fsynced); return its name and each one's (offset, length)."""
+        kept = [o for o in originals if o is not None]
+        if not kept:
+            return "", []
+        name = f"{len(self.entries):05d}.origs"
+        spans: list[tuple[int, int]] = []
+        offset = 0
+        for data in kept:
+            spans.append((offset, len(data)))
+            offset += len(data)
+        with open(self.dir / name, "wb") as fh:
+            fh.write(b"".join(kept))
+            fh.flush()
+            os.fsync(fh.fileno())
+        return name, spans
 
     def forget(self, rels: set[str]) -> None:
         """Drop entries for files that were never written, so `undo` does not look for them."""
@@ -84,6 +108,15 @@ def read_manifest(run: Path) -> list[dict[str, Any]]:
         except ValueError:
             break
     return entries
+
+
+def original_bytes(run: Path, entry: dict[str, Any]) -> bytes:
+    """The original bytes of one entry: a slice of a batch's .origs file, or (older journals) a whole .orig file."""
+    data = (run / entry["orig"]).read_bytes()
+    if "at" in entry:
+        offset, length = int(entry["at"][0]), int(entry["at"][1])
+        data = data[offset : offset + length]
+    return data
 
 
 @dataclass
@@ -126,5 +159,5 @@ def _undo_one(root: Path, run: Path, entry: dict[str, Any], report: UndoReport) 
         path.unlink()
         report.removed.append(entry["path"])
         return
-    atomic_write(path, (run / entry["orig"]).read_bytes(), root)
+    atomic_write(path, original_bytes(run, entry), root)
     report.restored.append(entry["path"])

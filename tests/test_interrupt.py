@@ -192,7 +192,8 @@ def test_a_write_under_way_when_interrupted_is_finished_and_counted(
 def test_notes_written_in_one_loop_turn_share_their_journal_and_folder_fsyncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Eight notes finished together: eight file fsyncs, one manifest fsync, one folder fsync (not 3 x 8)."""
+    """Eight notes finished together: their originals are durable before the first replace, in a fixed number
+    of fsyncs (originals, manifest, journal folders), then one fsync per note and one for the notes' folder."""
     import asyncio
 
     from enrich.journal import undo_last
@@ -201,16 +202,54 @@ def test_notes_written_in_one_loop_turn_share_their_journal_and_folder_fsyncs(
     vault = tmp_path / "vault"
     originals = write_vault(vault, 8)
     notes = scan_vault(vault, default_roles()).notes
-    synced: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(f"replace {dst}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
 
     async def write_all() -> None:
         writer = NoteWriter(vault)
         await asyncio.gather(*(writer.write(vn, vn.raw + b"\nenriched\n") for vn in notes))
 
     asyncio.run(write_all())
-    assert len(synced) == 8 + 2
+    first_replace = next(i for i, e in enumerate(events) if e.startswith("replace"))
+    before = events[:first_replace]
+    assert any(e.endswith(".origs") for e in before) and any(e.endswith("manifest.jsonl") for e in before)
+    run_dir = next((vault / ".enrich" / "journal").iterdir())
+    for folder in (run_dir, run_dir.parent, run_dir.parent.parent):  # new names and new folders are durable too
+        assert f"fsync {folder.resolve()}" in before
+    assert len([e for e in events if e.startswith("fsync")]) == 8 + 2 + 3 + 1
     assert all((vault / name).read_bytes() == data + b"\nenriched\n" for name, data in originals.items())
     undo_last(vault)
     assert all((vault / name).read_bytes() == data for name, data in originals.items())
+
+
+def test_undo_reads_batched_originals_and_older_single_file_journals(tmp_path: Path) -> None:
+    """Originals of one batch share a file (offset, length); journals written before that keep one file each."""
+    from enrich.journal import Journal, original_bytes, read_manifest, undo_last
+
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    a, b = vault / "a.md", vault / "b.md"
+    a.write_bytes(b"alpha\n")
+    b.write_bytes(b"beta, longer\n")
+    journal = Journal(vault, "run")
+    journal.record_many([(a, b"alpha\n", b"A\n"), (b, b"beta, longer\n", b"B\n")])
+    entries = read_manifest(journal.dir)
+    assert [original_bytes(journal.dir, e) for e in entries] == [b"alpha\n", b"beta, longer\n"]
+    assert entries[0]["orig"] == entries[1]["orig"] and entries[1]["at"] == [6, 13]
+    a.write_bytes(b"A\n")
+    b.write_bytes(b"B\n")
+    undo_last(vault)
+    assert (a.read_bytes(), b.read_bytes()) == (b"alpha\n", b"beta, longer\n")
+    (tmp_path / "old.orig").write_bytes(b"old bytes")
+    assert original_bytes(tmp_path, {"orig": "old.orig"}) == b"old bytes"
