@@ -112,7 +112,7 @@ def read_manifest(run: Path) -> list[dict[str, Any]]:
 
 def original_bytes(run: Path, entry: dict[str, Any]) -> bytes:
     """The original bytes of one entry: a slice of a batch's .origs file, or (older journals) a whole .orig file."""
-    data = (run / entry["orig"]).read_bytes()
+    data = (run / str(entry["orig"])).read_bytes()
     if "at" in entry:
         offset, length = int(entry["at"][0]), int(entry["at"][1])
         data = data[offset : offset + length]
