@@ -196,7 +196,7 @@ class _Features:
         self.vocab: dict[str, int] = {}
         postings: list[list[int]] = []
         for i, row in enumerate(rows):
-            for f in set(row):
+            for f in sorted(set(row)):  # sorted: the same ids, so the same float sums, in every process
                 fid = self.vocab.setdefault(f, len(self.vocab))
                 if fid == len(postings):
                     postings.append([])
@@ -208,7 +208,7 @@ class _Features:
 
     def similarity(self, features: Iterable[str]) -> FloatArray:
         """Per note: IDF-weighted share of these features it also has (0..1)."""
-        ids = [self.vocab[f] for f in set(features) if f in self.vocab]
+        ids = sorted({self.vocab[f] for f in features if f in self.vocab})
         total = float(self.idf[ids].sum()) if ids else 0.0
         if total <= 0.0:
             return np.zeros(self.n, dtype=np.float32)
@@ -259,6 +259,9 @@ class CandidateIndex:
         self.notes = list(vault.notes)
         self._pos = {vn.rel: i for i, vn in enumerate(self.notes)}
         self._ids = [link_id(vault, vn) for vn in self.notes]
+        order = sorted(range(len(self._ids)), key=lambda i: str(self._ids[i]))
+        self._id_rank = np.empty(len(order), dtype=np.int64)
+        self._id_rank[order] = np.arange(len(order))
         ids: defaultdict[str, int] = defaultdict(itertools.count().__next__)
         ids[""]  # id 0: the empty token bm25s reserves
         self._tokens = [list(map(ids.__getitem__, note_tokens(vn))) for vn in self.notes]
@@ -347,14 +350,16 @@ class CandidateIndex:
         want = min(len(total), k + len(excluded))
         top = np.argpartition(-total, want - 1)[:want] if want < len(total) else np.arange(len(total))
         if len(top):
-            top = np.flatnonzero(total >= max(float(total[top].min()), 1e-9))
-        picks = [
-            (round(float(total[i]), 6), str(self._ids[i]), int(i))
-            for i in top
-            if i not in excluded and self._ids[i] is not None and self._ids[i] != vn.id
-        ]
-        picks.sort(key=lambda p: (-p[0], p[1]))
-        return [Candidate(cid, self.notes[i].title, self.line(i), s) for s, cid, i in picks[:k]]
+            top = np.flatnonzero(total >= max(float(total[top].min()), 1e-9))  # every note tied with the last one
+        rounded = np.round(total[top].astype(np.float64), 6)
+        picks: list[Candidate] = []
+        for i in top[np.lexsort((self._id_rank[top], -rounded))].tolist():  # score descending, then id
+            cid = self._ids[i]
+            if i not in excluded and cid is not None and cid != vn.id:
+                picks.append(Candidate(str(cid), self.notes[i].title, self.line(i), round(float(total[i]), 6)))
+                if len(picks) == k:
+                    break
+        return picks
 
     def line(self, pos: int) -> str:
         """The prompt line of an indexed note (computed once)."""

@@ -162,3 +162,26 @@ def test_sample_vault_candidates() -> None:
     atomic = vault.get("003-原子化原则")
     assert atomic is not None
     assert index.candidates(atomic, 3)[0].id == "004-链接原则"
+
+
+def test_candidates_are_the_same_in_every_process(tmp_path: Path) -> None:
+    """Scores do not depend on string hashing (set order once changed float sums in the 6th decimal)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from fakeserver_limits import write_vault
+
+    write_vault(tmp_path / "v", 300)
+    script = (
+        "import json, sys; from enrich.vault import scan_vault; from enrich.related import CandidateIndex\n"
+        "v = scan_vault(sys.argv[1]); idx = CandidateIndex(v)\n"
+        "print(json.dumps({vn.rel: [(c.id, c.score) for c in idx.candidates(vn)] for vn in v.notes}))"
+    )
+    outs = [
+        json.loads(subprocess.run([sys.executable, "-c", script, str(tmp_path / "v")], capture_output=True, text=True,
+                                  check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout)
+        for seed in ("1", "2", "3")
+    ]
+    assert outs[0] == outs[1] == outs[2] and len(outs[0]) == 300
