@@ -315,14 +315,15 @@ class CandidateIndex:
         return np.asarray(ids[keep], dtype=np.int64)
 
     def _bm25_scores(self, query: npt.NDArray[np.int64]) -> FloatArray:
-        """Sum the BM25 weights bm25s precomputed for the query tokens (bincount: faster than add.at)."""
+        """Sum the BM25 weights bm25s precomputed for the query tokens (contiguous slices + bincount)."""
         if self._bm25.nonoccurrence_array is not None:  # BM25L/BM25+ variants: let bm25s do it
             return np.asarray(self._bm25.get_scores_from_ids(query.tolist()), dtype=np.float32)
         sc = self._bm25.scores
-        starts, lens = sc["indptr"][query], sc["indptr"][query + 1] - sc["indptr"][query]
-        offsets = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
-        sums = np.bincount(sc["indices"][offsets], weights=sc["data"][offsets], minlength=len(self.notes))
-        return sums.astype(np.float32)
+        indptr, indices, data = sc["indptr"], sc["indices"], sc["data"]
+        spans = [(int(indptr[t]), int(indptr[t + 1])) for t in query.tolist()]  # each term's postings are contiguous
+        docs = np.concatenate([indices[a:b] for a, b in spans])
+        weights = np.concatenate([data[a:b] for a, b in spans])
+        return np.bincount(docs, weights=weights, minlength=len(self.notes)).astype(np.float32)
 
     def scores(self, vn: VaultNote) -> FloatArray:
         """Combined score of every indexed note as a candidate for vn."""
