@@ -2,13 +2,15 @@
 
 Run by hand: python bench/bench_http_client.py [--calls 1000] [--concurrency 32] [--latency 0.1]
 The fake server (tests/fakeserver.py) runs in another process, so only the client's CPU is measured.
-Used for issue 7: what one SDK call costs on this machine, before any of enrich's own work.
+Used for issue 7: what one SDK call costs on this machine, before any of enrich's own work, and how close
+bare SDK calls alone come to the concurrency bound ceil(calls / concurrency) x latency.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing as mp
 import resource
 import sys
@@ -68,10 +70,11 @@ def main() -> None:
     server = mp.Process(target=_serve, args=(queue, args.latency), daemon=True)
     server.start()
     url = queue.get()
-    print("| http client | wall | client CPU per call |\n| --- | --- | --- |")
+    bound = math.ceil(args.calls / args.concurrency) * args.latency
+    print(f"| http client | wall (bound {bound:.2f} s) | ratio | client CPU per call |\n| --- | --- | --- | --- |")
     for client in ("httpx", "aiohttp", "httpx", "aiohttp"):
         wall, per_call = asyncio.run(_measure(url, client, args.calls, args.concurrency))
-        print(f"| {client} | {wall:.2f} s | {per_call:.2f} ms |", flush=True)
+        print(f"| {client} | {wall:.2f} s | {wall / bound:.2f}x | {per_call:.2f} ms |", flush=True)
     server.terminate()
 
 

@@ -69,8 +69,8 @@ class Journal:
             fh.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines))
             fh.flush()
             os.fsync(fh.fileno())
-        for folder in [self.dir, *([self.dir.parent, self.dir.parent.parent] if first else [])]:
-            fsync_dir(folder)  # the new files' names, and on the first call the new folders
+        for folder in [self.dir, *(self.dir.parents[:3] if first else [])]:
+            fsync_dir(folder)  # the new files' names; on the first call also run/, journal/ and .enrich/ themselves
 
     def _save_originals(self, originals: Sequence[bytes | None]) -> tuple[str, list[tuple[int, int]]]:
         """Write the originals into one new file (fsynced); return its name and each one's (offset, length)."""

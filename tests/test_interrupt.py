@@ -225,9 +225,9 @@ def test_notes_written_in_one_loop_turn_share_their_journal_and_folder_fsyncs(
     before = events[:first_replace]
     assert any(e.endswith(".origs") for e in before) and any(e.endswith("manifest.jsonl") for e in before)
     run_dir = next((vault / ".enrich" / "journal").iterdir())
-    for folder in (run_dir, run_dir.parent, run_dir.parent.parent):  # new names and new folders are durable too
+    for folder in (run_dir, run_dir.parent, run_dir.parent.parent, vault):  # new names and new folders are durable
         assert f"fsync {folder.resolve()}" in before
-    assert len([e for e in events if e.startswith("fsync")]) == 8 + 2 + 3 + 1
+    assert len([e for e in events if e.startswith("fsync")]) == 8 + 2 + 4 + 1
     assert all((vault / name).read_bytes() == data + b"\nenriched\n" for name, data in originals.items())
     undo_last(vault)
     assert all((vault / name).read_bytes() == data for name, data in originals.items())
