@@ -98,11 +98,11 @@ class RequestBuilder:
         """Build the request for one note (candidates, prompt, schema, token count)."""
         c = content or self.content(vn)
         cands = self.index.candidates(vn, self.settings.candidates) if self.settings.candidates else []
+        lines = [f"{x.id}: {_one_line(x.title)}" + (f" — {x.line}" if x.line else "") for x in cands]
         values = {
             "title": _one_line(vn.title),
             "content": c.text,
-            "candidates": "\n".join(f"{x.id}: {_one_line(x.title)}" + (f" — {x.line}" if x.line else "") for x in cands)
-            or "(none)",
+            "candidates": "\n".join(lines) or "(none)",
             "vocabulary": self._vocab_line,
             "max_new_tags": str(self.settings.max_new_tags),
             "note_id": vn.id,
@@ -112,8 +112,13 @@ class RequestBuilder:
         spec = output_spec([x.id for x in cands], vn.id, c.prompts.example_points)
         return Request(
             vn, c.lang, c.prompts, messages, spec, c.content_hash, cands, c.truncated,
-            self.counter.count_messages(messages, known=(c.text, c.tokens)),  # the article is counted once
+            self.counter.count_messages(messages, self._known(c, lines)),
         )
+
+    def _known(self, c: Content, lines: list[str]) -> list[tuple[str, int]]:
+        """Pieces of the prompt whose tokens are already known: the article, the vocabulary, candidate lines."""
+        cached = self.counter.count_cached
+        return [(c.text, c.tokens), (self._vocab_line, cached(self._vocab_line)), *((ln, cached(ln)) for ln in lines)]
 
     def counter_fit(self, text: str) -> tuple[str, bool, int]:
         """Fit the article into --max-input-tokens, keeping whole paragraphs from the start (and its tokens)."""

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import tiktoken
 
@@ -23,32 +23,38 @@ class Counter:
     encoding: tiktoken.Encoding
     name: str
     exact: bool  # False when the model's own encoding could not be loaded
-    _system: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  # the run's few system prompts
+    _memo: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  # see count_cached
 
     def count(self, text: str) -> int:
         """Number of tokens in text (special-token text counted as plain text)."""
         return len(self.encoding.encode(text, disallowed_special=()))
 
-    def count_messages(self, messages: list[dict[str, str]], known: tuple[str, int] | None = None) -> int:
+    def count_messages(self, messages: list[dict[str, str]], known: Sequence[tuple[str, int]] = ()) -> int:
         """Approximate prompt tokens for a chat request (content plus per-message overhead).
 
-        `known` is a (text, tokens) pair already counted, e.g. the article: a message holding it is
-        counted as the rest of its text plus those tokens (off by at most a token or two at the seams).
+        `known` lists (text, tokens) pieces already counted, such as the article and the candidate lines: a
+        message holding one is counted as the rest of its text plus those tokens (a token or so off per seam).
         """
         return sum(self._count_message(m, known) + 4 for m in messages) + 3
 
-    def _count_message(self, message: dict[str, str], known: tuple[str, int] | None = None) -> int:
+    def _count_message(self, message: dict[str, str], known: Sequence[tuple[str, int]] = ()) -> int:
         """Tokens of one message's content; system prompts (the same for every note) are counted once."""
         text = message.get("content", "")
-        if message.get("role") != "system":
-            if known is not None and len(known[0]) > 200 and known[0] in text:
-                return self.count(text.replace(known[0], "", 1)) + known[1]
-            return self.count(text)
-        n = self._system.get(text)
+        if message.get("role") == "system":
+            return self.count_cached(text)
+        total = 0
+        for piece, n in known:
+            if len(piece) > 20 and piece in text:
+                text, total = text.replace(piece, "", 1), total + n
+        return total + self.count(text)
+
+    def count_cached(self, text: str) -> int:
+        """count(text), remembered for texts a run sends many times (system prompts, candidate lines)."""
+        n = self._memo.get(text)
         if n is None:
-            if len(self._system) > 64:
-                self._system.clear()
-            n = self._system[text] = self.count(text)
+            if len(self._memo) > 8192:
+                self._memo.clear()
+            n = self._memo[text] = self.count(text)
         return n
 
     def truncate(self, text: str, limit: int) -> str:
