@@ -253,7 +253,7 @@ def _shifted(note: Note, text: str, a: int, b: int, delta: int, fm: Frontmatter 
         return x + delta if x >= b and x > a else x
 
     sections = tuple(
-        replace(s, start=move(s.start), body_start=move_body(s.body_start), end=move(s.end)) for s in note.sections
+        Section(s.level, s.title, s.role, move(s.start), move_body(s.body_start), move(s.end)) for s in note.sections
     )
     return replace(note, text=text, frontmatter=fm, sections=sections,
                    body_start=fm.end if fm else 0, trailer_start=move(note.trailer_start))
