@@ -3,7 +3,8 @@
 Run by hand:
 
     python3 bench/bench_repair.py                 # the working tree only
-    python3 bench/bench_repair.py --before REV    # also the repair.py of git REV
+    python3 bench/bench_repair.py --before REV    # also the repair.py of git REV (revisions before the
+                                                  # split into mojibake/charfreq/visible: one self-contained file)
                                                   # (44a099c: before the speed-up)
 
 Measures (milliseconds, median of --repeat runs unless said otherwise):
@@ -48,12 +49,15 @@ WORDS = ["the", "model", "data", "notes", "vault", "link", "tag", "search", "age
 sys.path.insert(0, str(ROOT))
 
 
-def load_module(rev: str | None) -> types.ModuleType:
+def load_module(rev: str | None) -> Any:
     """The working tree's enrich.repair, or the repair.py of a git revision."""
     if rev is None:
-        from enrich import repair
+        from enrich import charfreq, mojibake, repair
 
-        return repair
+        return types.SimpleNamespace(  # the working tree splits what the old single file held
+            looks_mojibake=mojibake.looks_mojibake, load_default_freq=charfreq.load_default_freq,
+            char_frequencies=charfreq.char_frequencies, fix_mojibake=repair.fix_mojibake,
+        )
     source = subprocess.run(
         ["git", "-C", str(ROOT), "show", f"{rev}:enrich/repair.py"],
         capture_output=True,

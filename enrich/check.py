@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import repair
+from . import visible
 from .errors import BadFrontmatterError, NoteError, NotUtf8Error
 from .roles import CONTENT, KEY_POINTS, MANAGED, RoleTable
 from .vault import Vault, VaultNote, no_gc_pauses, relative_path
@@ -53,7 +53,7 @@ class CheckReport:
 
 def unusable(vn: VaultNote, min_chars: int) -> str | None:
     """Why a note's content cannot be enriched, or None when it can."""
-    return repair.unusable_reason(vn.note.content_text(), min_chars=min_chars)
+    return visible.unusable_reason(vn.note.content_text(), min_chars=min_chars)
 
 
 def local_problems(vn: VaultNote, roles: RoleTable, min_chars: int) -> list[Problem]:

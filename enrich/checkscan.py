@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import repair
+from . import charfreq, mojibake
 from .check import CheckReport, Problem, duplicate_ids, error_problem, frontmatter_id, local_problems, sort_problems
 from .errors import NoteError
 from .links import is_attachment
@@ -77,7 +77,7 @@ def _scan_range(bounds: tuple[int, int]) -> Chunk:
             path = job.files[i]
             try:
                 raw, text, bom = read_note_text(path)
-                if repair.looks_mojibake(text):
+                if mojibake.looks_mojibake(text):
                     out.deferred.append(i)
                     continue
                 vn = _build(path, job.root, job.roles, raw, text, bom, None, clean=True)
@@ -151,9 +151,9 @@ def _split(items: list[int], n: int) -> list[list[int]]:
 def _frequencies(chunks: list[Chunk], files: list[Path]) -> dict[str, float]:
     """Character frequencies exactly as the serial scan computes them (the same sampled notes)."""
     sampled = [item for c in chunks for item in c.sampled]  # file order: chunks are contiguous and in order
-    picked, cap = repair.sample_plan([length for _, length in sampled])
+    picked, cap = charfreq.sample_plan([length for _, length in sampled])
     texts = [read_note_text(files[sampled[k][0]])[1] for k in picked]
-    return with_default_frequencies(repair.sampled_frequencies(texts, cap))
+    return with_default_frequencies(charfreq.sampled_frequencies(texts, cap))
 
 
 def _report(chunks: list[Chunk], files: int) -> CheckReport:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from . import frontmatter, repair
+from . import frontmatter, visible
 from .config import STATE_DIR
 from .errors import EnrichError, FeedError
 from .fsio import atomic_write, ensure_inside, fsync_dir
@@ -183,7 +183,7 @@ def looks_binary(text: str) -> bool:
     head = text[:4000]
     if not _SUSPECT.search(head):  # no control character, no U+FFFD: text (and no need for the full check)
         return False
-    return bool(_GZIP_TEXT.match(head)) or repair.unusable_reason(head, min_chars=0) == "binary"
+    return bool(_GZIP_TEXT.match(head)) or visible.unusable_reason(head, min_chars=0) == "binary"
 
 
 def fetch_article(url: str, timeout: float) -> str:
@@ -196,7 +196,7 @@ def fetch_article(url: str, timeout: float) -> str:
     html = trafilatura.extract(page.body, url=url, output_format="html", include_links=True,
                                include_images=True, include_comments=False)
     md = html_to_markdown(html, url) if html else ""
-    if len(repair.visible_text(md)) < 40 or looks_binary(md):
+    if len(visible.visible_text(md)) < 40 or looks_binary(md):
         raise FeedError(url, "no article text found on the page")
     return md
 

@@ -14,7 +14,7 @@ from urllib.parse import urljoin
 
 import feedparser
 
-from . import repair
+from . import visible
 from .errors import EnrichError, FeedError, UsageError
 from .feedio import (BatchJournal, Fetched, fetch_article, load_state, looks_binary, normalize_url, read_feed, save_state,
                      vault_index, write_notes)
@@ -91,7 +91,7 @@ def to_entry(raw: Any, spec: FeedSpec, source: str, base: str | None, url: str |
     content = _to_markdown(value, mime, url or base) if value.strip() else ""
     if not url and not content.strip():
         raise _Skip("no link and no text")
-    title = _title(raw) or clean_line(repair.visible_text(content), 80) or url or "untitled"
+    title = _title(raw) or clean_line(visible.visible_text(content), 80) or url or "untitled"
     guid = str(raw.get("id") or "").strip() or None
     return Entry(feed_id=spec.feed_id, source=source, category=spec.category, title=title, url=url, guid=guid,
                  published=_when(raw), content=content, summary_only=summary_only)

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from . import repair
+from . import visible
 from .roles import KEY_POINTS, MANAGED, RoleTable
 from .vault import VaultNote
 
@@ -64,7 +64,7 @@ def decide(
     """Decide whether a note needs an enrichment call."""
     if vn.note.section(KEY_POINTS) is None:
         return Decision("not-managed", "no key-points section (关键观点 / Key points)")
-    reason = repair.unusable_reason(vn.note.content_text(), min_chars=min_chars)
+    reason = visible.unusable_reason(vn.note.content_text(), min_chars=min_chars)
     if reason:
         return Decision("unusable", f"content is {reason}")
     if force:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import repair
+from . import visible
 from .config import Settings
 from .prompts import PromptSet, load_prompts
 from .providers.base import Message
@@ -61,7 +61,7 @@ def note_language(vn: VaultNote, setting: str) -> str:
 
 def article_text(content: str) -> str:
     """Article text for the prompt: markup removed, paragraphs kept, delimiters neutralised."""
-    paras = (repair.visible_text(p) for p in _PARAS.split(content))
+    paras = (visible.visible_text(p) for p in _PARAS.split(content))
     text = "\n\n".join(p for p in paras if p)
     return _MARKERS.sub("[article]", text)
 

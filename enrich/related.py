@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from . import repair
+from . import visible
 from .links import is_attachment
 from .roles import KEY_POINTS, default_roles
 from .tags import fold_tag, singular
@@ -127,7 +127,7 @@ def _raw_content(vn: VaultNote) -> str:
 
 def _content(vn: VaultNote) -> str:
     """The visible start of the article (markup removed), or '' when it is binary."""
-    return repair.visible_text(_raw_content(vn))
+    return visible.visible_text(_raw_content(vn))
 
 
 def _key_point_text(vn: VaultNote) -> str:
@@ -152,7 +152,7 @@ def _first_text_line(content: str) -> str:
     for raw in _COMMENT.sub("", content).splitlines():
         if raw.lstrip().startswith(("#", "|")) or _FEED_NOISE.match(raw.strip()):
             continue
-        line = _ABSTRACT.sub("", repair.visible_text(raw))
+        line = _ABSTRACT.sub("", visible.visible_text(raw))
         if _HAS_WORD.search(line):
             out = f"{out} {line}".strip()
             if not out.endswith((":", "：")) or len(out) >= LINE_CHARS:
@@ -163,7 +163,7 @@ def _first_text_line(content: str) -> str:
 def candidate_line(vn: VaultNote) -> str:
     """One prompt line: the first key point, else the first sentence of the content."""
     points = key_points(vn)
-    text = repair.visible_text(points[0]) if points else _first_text_line(_raw_content(vn))
+    text = visible.visible_text(points[0]) if points else _first_text_line(_raw_content(vn))
     if not points and text:
         text = _SENTENCE_END.split(text, maxsplit=1)[0]
     text = " ".join(text.split())

@@ -1,6 +1,7 @@
-"""Repair helpers: mojibake detection and recovery, unusable-content checks.
+"""Mojibake recovery: give back the UTF-8 text a Windows code page decode damaged.
 
-Pure functions; the only I/O is reading the bundled ``enrich/data/cjk_freq.txt``.
+Pure functions. Detection and the byte tables live in ``enrich.mojibake``, the character frequency tables
+(the bundled ``enrich/data/cjk_freq.txt`` and a vault's own counts) in ``enrich.charfreq``.
 
 Mojibake model: UTF-8 bytes were decoded with a Windows code page and the bytes
 it cannot show were silently dropped: cp1252 drops 81 8D 8F 90 9D; cp1254
@@ -36,37 +37,26 @@ random strings of frequency-weighted common CJK chars + ASCII at 97.5 %
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
-import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
-__all__ = [
-    "RepairResult",
-    "char_frequencies",
-    "fix_mojibake",
-    "load_default_freq",
-    "looks_mojibake",
-    "merge_frequencies",
-    "unusable_reason",
-    "visible_text",
-]
+from .charfreq import bigram_tables, load_default_freq
+from .mojibake import (
+    ALL_HOLES,
+    CHAR_TO_BYTE,
+    CP1252_ONLY,
+    CP1254_EXTRA,
+    RUN_RE,
+    looks_mojibake,
+)
 
-# Bytes a Windows code page leaves undefined (and so may have dropped).
-_CP1252_HOLES = b"\x81\x8d\x8f\x90\x9d"
-# cp1254 also lacks 8E and 9E; soft hyphens (AD) get stripped as invisible.
-_ALL_HOLES = _CP1252_HOLES + b"\x8e\x9e\xad"
-# cp1254 letters that differ from cp1252 at the same byte.
-_CP1254_EXTRA = {"Ğ": 0xD0, "İ": 0xDD, "Ş": 0xDE, "ğ": 0xF0, "ı": 0xFD, "ş": 0xFE}
-# cp1252 letters at the bytes where cp1254 has other letters.
-_CP1252_ONLY = frozenset("ÐÝÞðýþ")
-_MAX_INSERTIONS = 2
+__all__ = ["RepairResult", "fix_mojibake"]
+
+_MAX_INSERTIONS = 2  # dropped bytes re-inserted per character at most
 
 
 @dataclass(frozen=True)
@@ -76,137 +66,6 @@ class RepairResult:
     text: str
     changed_runs: int
     unresolved: int
-
-
-# ---------------------------------------------------------------- byte tables
-
-
-def _build_char_to_byte() -> dict[str, int]:
-    """Map each character a cp1252/cp1254 decode can produce to its byte."""
-    table: dict[str, int] = {}
-    for b in range(256):
-        try:
-            table[bytes([b]).decode("cp1252")] = b
-        except UnicodeDecodeError:
-            table[chr(b)] = b  # C1 control kept by a latin-1 style decoder
-    table.update(_CP1254_EXTRA)
-    return table
-
-
-_CHAR_TO_BYTE = _build_char_to_byte()
-_LEAD_CHARS = "".join(sorted(c for c, b in _CHAR_TO_BYTE.items() if 0xC2 <= b <= 0xF4))
-_CONT_CHARS = "".join(sorted(c for c, b in _CHAR_TO_BYTE.items() if 0x80 <= b <= 0xBF))
-_HIT_RE = re.compile(f"[{re.escape(_LEAD_CHARS)}][{re.escape(_CONT_CHARS)}]")
-_LEAD_RE = re.compile(f"[{re.escape(_LEAD_CHARS)}]")
-# Runs of non-ASCII single-byte chars: ASCII never sits inside a UTF-8 sequence.
-_RUN_RE = re.compile(
-    f"[{re.escape(''.join(c for c in _CHAR_TO_BYTE if not c.isascii()))}]+"
-)
-
-
-# ------------------------------------------------------------------ detection
-
-
-def looks_mojibake(text: str) -> bool:
-    """Tell cheaply whether text looks like UTF-8 decoded as cp1252/cp1254."""
-    if text.isascii() or not _HIT_RE.search(text):  # most notes: no lead+continuation pair at all
-        return False
-    hits = len(_HIT_RE.findall(text))
-    if hits < 3:
-        return False
-    return hits >= 0.3 * len(_LEAD_RE.findall(text))
-
-
-# ---------------------------------------------------------- frequency tables
-
-
-def _normalise(counts: Mapping[str, float]) -> dict[str, float]:
-    """Scale counts so they sum to one."""
-    total = sum(v for v in counts.values() if v > 0)
-    if total <= 0:
-        return {}
-    return {k: v / total for k, v in counts.items() if v > 0}
-
-
-@dataclass(frozen=True)
-class _Tables:
-    """The bundled table: raw single-char counts and P(next | prev) for bigrams."""
-
-    chars: dict[str, float]
-    follow: dict[str, dict[str, float]]
-    top_follow: float  # the largest P(next | prev)
-
-
-@lru_cache(maxsize=1)
-def _default_tables() -> _Tables:
-    """Read the bundled table once."""
-    raw = resources.files("enrich.data").joinpath("cjk_freq.txt").read_text("utf-8")
-    chars: dict[str, float] = {}
-    pairs: dict[str, float] = {}
-    for line in raw.splitlines():
-        key, _, count = line.partition("\t")
-        if count.strip() and 1 <= len(key) <= 2:
-            (chars if len(key) == 1 else pairs)[key] = float(count)
-    follow: dict[str, dict[str, float]] = {}
-    for pair, pair_count in pairs.items():
-        if pair[0] in chars:
-            follow.setdefault(pair[0], {})[pair[1]] = pair_count / chars[pair[0]]
-    top = max((max(f.values()) for f in follow.values()), default=0.0)
-    return _Tables(chars, follow, top)
-
-
-@lru_cache(maxsize=1)
-def _default_freq() -> dict[str, float]:
-    """Normalise the bundled single-char counts once."""
-    return _normalise(_default_tables().chars)
-
-
-def load_default_freq() -> Mapping[str, float]:
-    """Return the bundled CJK character frequencies (relative, cached)."""
-    return _default_freq()
-
-
-# char_frequencies counts at most about this many characters of note text.
-_SAMPLE_CHARS = 200_000
-# What char_frequencies does not count: ASCII and (Unicode) whitespace.
-_NOT_COUNTED_RE = re.compile(r"[\x00-\x7f\s]+")
-
-
-def sample_plan(lengths: list[int], budget: int = _SAMPLE_CHARS) -> tuple[list[int], int]:
-    """Which texts char_frequencies counts (evenly spread, about budget chars in all) and the per-text cap."""
-    total = sum(lengths)
-    if total <= budget:
-        return list(range(len(lengths))), total
-    count = max(1, len(lengths) * budget // total)
-    step = len(lengths) / count
-    return [int(k * step) for k in range(count)], 2 * budget // count + 1
-
-
-def char_frequencies(texts: Iterable[str]) -> dict[str, float]:
-    """Build relative non-ASCII char frequencies, skipping mojibake/binary texts.
-
-    Counts every text when they hold at most 200,000 characters in all; beyond
-    that, evenly spread texts of about that size (each cut to twice its share),
-    which is plenty for choosing between candidate characters and keeps a scan
-    of thousands of notes cheap.
-    """
-    texts = list(texts)
-    picked, cap = sample_plan([len(t) for t in texts])
-    return sampled_frequencies([texts[i] for i in picked], cap)
-
-
-def sampled_frequencies(picked: Iterable[str], cap: int) -> dict[str, float]:
-    """char_frequencies of texts already chosen by sample_plan."""
-    kept = [t[:cap] for t in picked if not looks_mojibake(t) and not _looks_binary(t)]
-    return _normalise(Counter(_NOT_COUNTED_RE.sub("", "".join(kept))))
-
-
-def merge_frequencies(*tables: Mapping[str, float]) -> dict[str, float]:
-    """Average several frequency tables, each normalised first."""
-    merged: Counter[str] = Counter()
-    for table in tables:
-        merged.update(_normalise(table))
-    return _normalise(merged)
 
 
 # ------------------------------------------------------------------- scoring
@@ -320,7 +179,7 @@ class _Table:
         self._total = sum(positive)  # as _normalise sums, so v / total is the same
         self.floor = -math.log(min(positive) / self._total if positive else 1e-9)
         self.literal = self.floor + 6.0
-        tables = _default_tables()
+        tables = bigram_tables()
         self.follow = tables.follow
         # No step costs less than this (a bigram mix with the largest P(next | prev)).
         top = tables.top_follow
@@ -407,7 +266,7 @@ def _reset_caches(runs_only: bool = False) -> None:
 # A lattice state, keyed by its last decoded char ("" = no context):
 # (cost, previous position, previous key, emitted text, unresolved).
 _State = tuple[float, int, str, str, int]
-_TO_LATIN1 = str.maketrans({c: chr(b) for c, b in _CHAR_TO_BYTE.items()})
+_TO_LATIN1 = str.maketrans({c: chr(b) for c, b in CHAR_TO_BYTE.items()})
 
 
 def _state_cost(item: tuple[str, _State]) -> float:
@@ -575,10 +434,10 @@ def _trace(lattice: list[dict[str, _State]]) -> tuple[str, int]:
 def _holes_for(text: str) -> bytes:
     """Dropped-byte candidates: undefined bytes not seen in the text itself."""
     chars = set(text)
-    seen = {_CHAR_TO_BYTE[c] for c in chars if c in _CHAR_TO_BYTE}
-    if chars & _CP1252_ONLY and not chars & _CP1254_EXTRA.keys():
+    seen = {CHAR_TO_BYTE[c] for c in chars if c in CHAR_TO_BYTE}
+    if chars & CP1252_ONLY and not chars & CP1254_EXTRA.keys():
         seen.update(b"\x8e\x9e")  # a cp1252 decode: 8E and 9E were kept as Ž ž
-    return bytes(b for b in _ALL_HOLES if b not in seen)
+    return bytes(b for b in ALL_HOLES if b not in seen)
 
 
 def _latin_in_word(text: str, start: int, end: int) -> bool:
@@ -602,7 +461,7 @@ def fix_mojibake(
     holes = _holes_for(text)
     out: list[str] = []
     last = changed = unresolved = 0
-    for match in _RUN_RE.finditer(text):
+    for match in RUN_RE.finditer(text):
         run = match.group()
         keep = _latin_in_word(text, match.start(), match.end())
         fixed, miss = (run, 0) if keep else table.decode(run, holes)
@@ -612,76 +471,3 @@ def fix_mojibake(
         unresolved += miss
     out.append(text[last:])
     return RepairResult("".join(out), changed, unresolved)
-
-
-# ---------------------------------------------------------- unusable content
-
-_COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
-_BLOCK_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
-_TAG_RE = re.compile(r"</?[A-Za-z][^>]*>")
-_MD_IMAGE_RE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
-_MD_LINK_RE = re.compile(r"\[([^\]]*)\]\([^)]*\)")
-_WIKILINK_RE = re.compile(r"\[\[([^\]|]*)(?:\|([^\]]*))?\]\]")
-_URL_RE = re.compile(r"(?:https?|ftp)://\S+|www\.\S+")
-_LINE_MARK_RE = re.compile(
-    r"(?m)^[ \t]{0,3}(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+|\d+\.[ \t]+)"
-)
-_EMPHASIS_RE = re.compile(r"\*\*|__|~~|`+")
-_LETTER_RE = re.compile(r"[^\W\d_]")
-_HAS_TAG_RE = re.compile(r"</?[A-Za-z][^>]*>|&(?:#\d+|[A-Za-z]+);")
-# gzip magic 1F 8B read as latin-1 / utf-8 with replacement / cp1252; zlib 78 9C.
-_BINARY_MAGIC = ("\x1f\x8b", "\x1f\ufffd", "\x1f\u2039", "x\ufffd")
-# U+FFFD and control chars other than tab, newline and carriage return.
-_BINARY_CHAR_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
-_BINARY_SHARE = 0.05
-
-
-def visible_text(content: str) -> str:
-    """Return content with HTML/Markdown markup, image tags and URLs removed."""
-    text = content
-    if "<" in text:  # each pass runs only when the text can match it
-        text = _TAG_RE.sub(" ", _BLOCK_RE.sub(" ", _COMMENT_RE.sub(" ", text)))
-    if "](" in text:
-        text = _MD_IMAGE_RE.sub(" ", text)
-    if "[[" in text:
-        text = _WIKILINK_RE.sub(lambda m: m.group(2) or m.group(1), text)
-    if "](" in text:
-        text = _MD_LINK_RE.sub(r"\1", text)
-    if "://" in text or "www." in text:
-        text = _URL_RE.sub(" ", text)
-    text = _EMPHASIS_RE.sub("", _LINE_MARK_RE.sub("", text))
-    text = html.unescape(text)
-    return " ".join(text.split())
-
-
-_SAMPLE_PREFIX = 8000
-
-
-def _looks_binary(content: str) -> bool:
-    """Tell whether content is compressed/binary bytes decoded as text."""
-    body = content.lstrip(" \t\r\n")[:_SAMPLE_PREFIX]  # compressed bytes show from the first line
-    if body.startswith(_BINARY_MAGIC):
-        return True
-    bad = len(_BINARY_CHAR_RE.findall(body))
-    return bad >= 4 and bad >= _BINARY_SHARE * len(body)
-
-
-def _letters(text: str, enough: int) -> int:
-    """Count letters in text, stopping once `enough` are found."""
-    return sum(1 for _ in itertools.islice(_LETTER_RE.finditer(text), enough))
-
-
-def unusable_reason(content: str, *, min_chars: int = 80) -> str | None:
-    """Say why article content is unusable ('binary', 'html-without-text', 'too-short')."""
-    if _looks_binary(content):
-        return "binary"
-    cut = max(content.rfind("\n", 0, _SAMPLE_PREFIX), content.rfind(">", 0, _SAMPLE_PREFIX))
-    if len(content) > _SAMPLE_PREFIX and cut > 0:  # a long note: its start (cut between tags) usually decides
-        if _letters(visible_text(content[: cut + 1]), min_chars) >= min_chars:
-            return None
-    letters = _letters(visible_text(content), max(min_chars, 1))
-    if letters == 0 and _HAS_TAG_RE.search(content):
-        return "html-without-text"
-    if letters < min_chars:
-        return "too-short"
-    return None

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Generic, Iterable, Iterator, Mapping, TypeVar
 
-from . import repair
+from . import charfreq, mojibake, repair
 from .errors import NoteError
 from .frontmatter import as_str_list
 from .links import Link, find_links, is_attachment, link_key
@@ -96,7 +96,7 @@ def _build(
 ) -> VaultNote:
     """Parse decoded text into a VaultNote, repairing mojibake first (clean: already known not to be)."""
     repaired = False
-    if not clean and repair.looks_mojibake(text):
+    if not clean and mojibake.looks_mojibake(text):
         fixed = repair.fix_mojibake(text, freq)
         if fixed is not None:
             text, repaired = fixed.text, True
@@ -107,12 +107,12 @@ def _build(
 
 def vault_frequencies(texts: Iterable[str]) -> dict[str, float]:
     """Character frequencies for mojibake scoring: bundled table plus the vault's own notes."""
-    return with_default_frequencies(repair.char_frequencies(texts))
+    return with_default_frequencies(charfreq.char_frequencies(texts))
 
 
 def with_default_frequencies(counted: Mapping[str, float]) -> dict[str, float]:
     """The bundled table plus a vault's own frequencies, at equal weight."""
-    freq = dict(repair.load_default_freq())
+    freq = dict(charfreq.load_default_freq())
     for ch, n in counted.items():
         freq[ch] = freq.get(ch, 0.0) + n
     return freq
@@ -233,7 +233,7 @@ def _scan(root: Path, roles: RoleTable, files: Iterable[Path] | None) -> Vault:
     for path in files if files is not None else iter_note_files(root):
         try:
             raw, text, bom = read_note_text(path)
-            if repair.looks_mojibake(text):
+            if mojibake.looks_mojibake(text):
                 deferred.append((path, raw, text, bom))
             else:
                 notes.append(_build(path, root, roles, raw, text, bom, None, clean=True))

@@ -1,4 +1,4 @@
-"""Tests for enrich.repair: mojibake detection/recovery and unusable content.
+"""Mojibake detection and recovery (enrich.mojibake, enrich.repair, enrich.charfreq) and unusable content (enrich.visible).
 
 Recovery accuracy measured while writing these tests (default table):
 - seed note /work/shared/seed/000_*.txt: 100 % (every CJK char, the smart
@@ -26,16 +26,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enrich import repair
-from enrich.repair import (
-    RepairResult,
-    char_frequencies,
-    fix_mojibake,
-    load_default_freq,
-    looks_mojibake,
-    merge_frequencies,
-    unusable_reason,
-    visible_text,
-)
+from enrich.charfreq import char_frequencies, load_default_freq, merge_frequencies
+from enrich.mojibake import looks_mojibake
+from enrich.repair import RepairResult, fix_mojibake
+from enrich.visible import unusable_reason, visible_text
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 SEED = SHARED / "seed" / "000_f915968f6288a123.txt"
@@ -442,7 +436,7 @@ def _runs_decode_alike(damaged: str, freq: dict[str, float] | None = None) -> No
     """Each run decodes the same with and without the search's pruning."""
     table = repair._table_for(freq or load_default_freq())
     holes = repair._holes_for(damaged)
-    for match in repair._RUN_RE.finditer(damaged):
+    for match in repair.RUN_RE.finditer(damaged):
         run = match.group()
         fast = repair._decode_run(run, table, holes)
         assert fast == repair._decode_run(run, table, holes, prune=False), run
