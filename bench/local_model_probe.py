@@ -30,7 +30,7 @@ from enrich.errors import LLMError
 from enrich.llm import call_validated
 from enrich.notes import parse_note
 from enrich.prompts import load_prompts
-from enrich.providers import local
+from enrich.providers import grammar, local
 from enrich.providers.base import Completion, Message
 from enrich.providers.local import DEFAULT_SAMPLING, LocalProvider
 from enrich.schema import output_spec
@@ -80,7 +80,7 @@ Candidates (id: title):
 
 _BANNED = r'"\x00-\x1F\x5B-\x5D<>`'
 POINT_PATTERNS = {
-    "default": local.KEY_POINT_PATTERN,
+    "default": grammar.KEY_POINT_PATTERN,
     "no-letter-first": r"^[^-*+#> " + _BANNED + r"][^" + _BANNED + r"]{7,159}$",
     "letter-first": r"^[A-Za-z0-9\u4e00-\u9fff][^" + _BANNED + r"]{7,159}$",
     "ascii": r"^[A-Za-z0-9][ !#-;=?-Z^_a-z{-~]{7,159}$",
@@ -315,8 +315,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_provider(args: argparse.Namespace) -> LocalProvider:
     """Build the provider with the sampling options from the command line."""
     sampling = {k: getattr(args, k) for k in DEFAULT_SAMPLING}
-    local.KEY_POINT_PATTERN = POINT_PATTERNS[args.point_pattern]  # type: ignore[misc]  # read at call time
-    local.GRAMMAR_SPACE = SPACES[args.space]
+    grammar.KEY_POINT_PATTERN = POINT_PATTERNS[args.point_pattern]  # type: ignore[misc]  # read at call time
+    grammar.GRAMMAR_SPACE = SPACES[args.space]
     return LocalProvider(
         seed=args.seed, sampling=sampling, tighten_schema=not args.no_tighten,
         extractive=not args.generative, n_threads=args.threads,

@@ -16,19 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enrich.errors import ContextOverflow, LLMError, ProviderUnavailable
-from enrich.providers import local
-from enrich.providers.local import (
+from enrich.providers import grammar, local
+from enrich.providers.grammar import (
     KEY_POINT_PATTERN,
-    NOT_INSTALLED_HINT,
     TAG_PATTERN,
-    LocalProvider,
     article_sentences,
     article_text,
     extractive_schema,
-    find_bundled_model,
     local_schema,
     ordered_choice,
 )
+from enrich.providers.local import NOT_INSTALLED_HINT, LocalProvider, find_bundled_model
 from enrich.schema import Enrichment, output_spec
 
 _real_find_spec = importlib.util.find_spec
@@ -134,10 +132,10 @@ def test_local_schema_tightens_without_mutating() -> None:
     props = tight["properties"]
     assert props["key_points"]["items"]["pattern"] == KEY_POINT_PATTERN
     assert props["key_points"]["minItems"] == 3
-    assert props["key_points"]["maxItems"] == local.MAX_KEY_POINTS
+    assert props["key_points"]["maxItems"] == grammar.MAX_KEY_POINTS
     assert props["tags"]["items"]["pattern"] == TAG_PATTERN
-    assert props["tags"]["maxItems"] == local.MAX_TAGS
-    assert props["related"]["maxItems"] == local.MAX_RELATED
+    assert props["tags"]["maxItems"] == grammar.MAX_TAGS
+    assert props["related"]["maxItems"] == grammar.MAX_RELATED
     assert props["related"]["items"]["enum"] == ["002-links", "003-atoms"]
 
 
@@ -225,7 +223,7 @@ def test_ordered_choice_escapes_json_and_gbnf() -> None:
 
 def test_related_rule_is_replaced_by_an_ordered_choice() -> None:
     pytest.importorskip("llama_cpp")
-    gbnf = local.build_grammar(local_schema(_schema()))
+    gbnf = grammar.build_grammar(local_schema(_schema()))
     assert re.search(r"^related ::= .*related-v0", gbnf, re.MULTILINE)
     assert "related-item" not in gbnf.split("related ::=")[1].splitlines()[0]
 
@@ -233,7 +231,7 @@ def test_related_rule_is_replaced_by_an_ordered_choice() -> None:
 def test_string_char_rule_excludes_control_characters() -> None:
     pytest.importorskip("llama_cpp")
     schema = {"type": "object", "properties": {"w": {"type": "string", "maxLength": 5}}, "required": ["w"]}
-    char_rule = next(line for line in local.build_grammar(schema).splitlines() if line.startswith("char ::="))
+    char_rule = next(line for line in grammar.build_grammar(schema).splitlines() if line.startswith("char ::="))
     assert char_rule.startswith(r'char ::= [^"\\\x7F\x00-\x1F]')
 
 
@@ -272,7 +270,7 @@ def test_long_sentence_is_split_at_clauses() -> None:
     long = ", ".join(f"clause number {i} says something" for i in range(12)) + "."
     pieces = article_sentences(long)
     assert len(pieces) >= 3
-    assert all(len(p) <= local.KEY_POINT_MAX_CHARS for p in pieces)
+    assert all(len(p) <= grammar.KEY_POINT_MAX_CHARS for p in pieces)
 
 
 def test_extractive_schema_needs_enough_sentences() -> None:
