@@ -328,8 +328,10 @@ class Pipeline:
 
     async def _apply(self, vn: VaultNote, req: Request, value: Enrichment, result: NoteResult) -> None:
         """Rewrite the note; show the diff (dry run) or write it atomically with a journal entry."""
-        tags = self.builder.vocab.merge(vn.tags, list(value.tags), self.settings.max_new_tags)
-        self.builder.vocab.learn(tags[1])  # later notes of this run reuse the spelling of a tag created here
+        vocab = self.builder.vocab
+        copied = vocab.copied_examples(list(value.tags), req.prompts.example_tags, f"{vn.title}\n{vn.note.content_text()}")
+        tags = vocab.merge(vn.tags, [t for t in value.tags if t not in copied], self.settings.max_new_tags)
+        vocab.learn(tags[1])  # later notes of this run reuse the spelling of a tag created here
         record = {
             "model": self.model,
             "prompt": req.prompts.version,
@@ -344,7 +346,7 @@ class Pipeline:
         new_bytes = rw.note.render()
         notes = (["repaired mojibake"] if vn.repaired else []) + (
             [f"dropped dangling link(s): {', '.join(rw.dropped_links)}"] if rw.dropped_links else []
-        )
+        ) + ([f"dropped tag(s) copied from the prompt's example: {', '.join(copied)}"] if copied else [])
         result.reason = "; ".join(notes)
         if self.options.dry_run:
             result.status, result.diff = "would-enrich", note_diff(vn, rw.note.text)

@@ -36,13 +36,22 @@ class PromptSet:
     @cached_property
     def example_points(self) -> tuple[str, ...]:
         """Key points of the example answer in the system prompt (a model must not copy them)."""
+        return self._example("key_points")
+
+    @cached_property
+    def example_tags(self) -> tuple[str, ...]:
+        """Tags of the example answer in the system prompt (kept only when the note is about them)."""
+        return self._example("tags")
+
+    def _example(self, key: str) -> tuple[str, ...]:
+        """The strings under `key` in the example answer (a line of JSON) of the system prompt."""
         for line in self.system.splitlines():
             if line.lstrip().startswith('{"key_points"'):
                 try:
-                    points = json.loads(line).get("key_points") or []
+                    values = json.loads(line).get(key) or []
                 except (ValueError, AttributeError):
                     return ()
-                return tuple(p for p in points if isinstance(p, str))
+                return tuple(v for v in values if isinstance(v, str))
         return ()
 
     def render(self, values: Mapping[str, str]) -> list[Message]:

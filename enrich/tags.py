@@ -9,7 +9,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from .errors import ConfigError, EnrichError
 from .fsio import atomic_write
@@ -154,6 +154,24 @@ class TagVocabulary:
             key = self.key(tag)
             if key and key not in self.groups:
                 self.groups[key] = TagGroup(tag, {tag: 0})
+
+    def copied_examples(self, proposed: list[str], examples: Sequence[str], text: str) -> list[str]:
+        """Proposed tags that only echo the prompt's example: not used in the vault and not about the text.
+
+        Small models copy the example answer's tags onto every note. Such a tag is kept when the vault
+        already uses it (before this run) or when each of its words (3+ letters) occurs in the note's text.
+        """
+        folded = {self.key(t) for t in examples}
+        haystack = text.casefold()
+        out = []
+        for tag in proposed:
+            key = self.key(tag)
+            if key not in folded or (key in self.groups and self.groups[key].total > 0):
+                continue
+            words = [w for w in normalise_tag(tag).split("-") if len(w) >= 3]
+            if not words or not all(w in haystack for w in words):
+                out.append(tag)
+        return out
 
     def near_duplicates(self) -> list[TagGroup]:
         """Groups with more than one spelling, largest first."""

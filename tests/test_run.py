@@ -250,3 +250,22 @@ def test_a_tag_created_in_a_run_is_reused_by_later_notes(tmp_path: Path, fake_op
     assert report["new_tags"] == ["agent-memory"] and len(fake_openai.chats) == 2
     tags = [scan_vault(vault).get(name).tags for name in ("gen-00000", "gen-00001")]  # type: ignore[union-attr]
     assert all("agent-memory" in t for t in tags) and not any("agent-memories" in t for t in tags)
+
+
+def test_tags_copied_from_the_prompt_example_are_dropped_and_reported(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """A small model echoes the example answer's tags on every note; a note not about them does not get them."""
+    from fakeserver_limits import write_vault
+
+    vault = tmp_path / "v"
+    write_vault(vault, 1)
+    answer_data = valid_enrichment([])
+    answer_data["tags"] = ["note-taking", "zettelkasten", "experiments"]
+    fake_openai.push(answer(answer_data))
+    args = ["run", str(vault), "--base-url", fake_openai.url, "--model", "fake-model", "--json"]
+    res = CliRunner(env={"OPENAI_API_KEY": None, "ENRICH_MODEL": None, "ENRICH_BASE_URL": None}).invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    note = json.loads(res.stdout)["notes"][0]
+    assert note["new_tags"] == ["experiments"]
+    assert "copied from the prompt's example: note-taking, zettelkasten" in note["reason"]
+    tags = scan_vault(vault).get("gen-00000").tags  # type: ignore[union-attr]
+    assert "experiments" in tags and "zettelkasten" not in tags and "note-taking" not in tags

@@ -157,3 +157,17 @@ def test_sample_vault_vocabulary() -> None:
     assert vocab.canonical("AI-Research") == "ai_research"
     final, new = vocab.merge(["rss"], ["ai-research", "LLMs", "writing", "vibe-coding"], 2)
     assert final == ["rss", "ai_research", "llm", "writing", "vibe-coding"] and new == ["vibe-coding"]
+
+
+def test_copied_example_tags_are_found_unless_the_vault_or_the_note_is_about_them(tmp_path: Path) -> None:
+    write(tmp_path, "a.md", "---\ntags: [attention, zettelkasten]\n---\n# A\n")
+    vocab = TagVocabulary.load(scan_vault(tmp_path))
+    examples = ("note-taking", "zettelkasten")
+    proposed = ["attention", "Note-Taking", "zettelkasten"]
+    assert vocab.copied_examples(proposed, examples, "Attention is a budget.") == ["Note-Taking"]
+    assert vocab.copied_examples(proposed, examples, "On note taking, in short.") == []
+    assert vocab.copied_examples(proposed, (), "Attention is a budget.") == []
+    empty = TagVocabulary.load(scan_vault(write(tmp_path / "b", "b.md", "# B\n").parent))
+    assert empty.copied_examples(proposed, examples, "Attention.") == ["Note-Taking", "zettelkasten"]
+    empty.learn(["zettelkasten"])  # created earlier in the same run: still only an echo of the example
+    assert empty.copied_examples(proposed, examples, "Attention.") == ["Note-Taking", "zettelkasten"]
