@@ -235,11 +235,14 @@ def _splice(note: Note, a: int, b: int, new: str, roles: RoleTable | None) -> No
     """The note with text[a:b] replaced by new: offsets shifted when the edit cannot change the structure."""
     text = note.text[:a] + new + note.text[b:]
     inside = any(a < x < b for sec in note.sections for x in (sec.start, sec.body_start, sec.end))
+    inside = inside or a < note.trailer_start < b
     lines_kept = (a == 0 or note.text[a - 1] in "\r\n") and (
         b == len(note.text) or (note.text[b - 1] in "\r\n" and new.endswith(("\n", "\r")) if b else not new)
     )
-    if inside or not lines_kept or a < note.trailer_start < b or ("\r" in text and "\n" not in text) or _CANDIDATE.search(new) or _CANDIDATE.search(note.text[a:b]):
-        return _reparse(note, text, roles)  # a heading, fence or break is added, removed or cut: parse again
+    structural = _CANDIDATE.search(new) or _CANDIDATE.search(note.text[a:b])  # a heading, fence or break
+    cr_only = "\r" in text and "\n" not in text
+    if inside or not lines_kept or structural or cr_only:
+        return _reparse(note, text, roles)  # the edit may change the note's structure: parse again
     return _shifted(note, text, a, b, len(new) - (b - a), note.frontmatter)
 
 
