@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import EnrichError
-from .fsio import atomic_write, fsync_dir
+from .fsio import atomic_write, ensure_inside, fsync_dir
 
 MANIFEST = "manifest.jsonl"
 
@@ -116,6 +116,8 @@ def original_bytes(run: Path, entry: dict[str, Any]) -> bytes:
     if "at" in entry:
         offset, length = int(entry["at"][0]), int(entry["at"][1])
         data = data[offset : offset + length]
+        if len(data) != length:
+            raise ValueError(f"{entry['orig']} is shorter than the journal says")
     return data
 
 
@@ -149,15 +151,23 @@ def undo_last(vault_root: Path) -> UndoReport:
 
 
 def _undo_one(root: Path, run: Path, entry: dict[str, Any], report: UndoReport) -> None:
-    """Restore or remove one file if it still holds what the run wrote."""
-    path = root / entry["path"]
-    current = path.read_bytes() if path.exists() else None
-    if current is None or _sha(current) != entry["written"]:
-        report.skipped.append((entry["path"], "changed since the run" if current else "missing"))
+    """Restore or remove one file if it still holds what the run wrote; a damaged journal entry is skipped."""
+    name = str(entry.get("path", "?"))
+    try:
+        path = ensure_inside(root / name, root)
+        current = path.read_bytes() if path.exists() else None
+        if current is None or _sha(current) != entry["written"]:
+            report.skipped.append((name, "changed since the run" if current else "missing"))
+            return
+        if entry["orig"] is None:
+            path.unlink()
+            report.removed.append(name)
+            return
+        atomic_write(path, original_bytes(run, entry), root)
+    except (OSError, KeyError, TypeError, ValueError, EnrichError) as exc:
+        reason = str(exc)
+        if isinstance(exc, OSError) and exc.strerror:
+            reason = exc.strerror + (f" ({Path(str(exc.filename)).name})" if exc.filename else "")
+        report.skipped.append((name, f"cannot restore it from the journal: {reason}"))
         return
-    if entry["orig"] is None:
-        path.unlink()
-        report.removed.append(entry["path"])
-        return
-    atomic_write(path, original_bytes(run, entry), root)
-    report.restored.append(entry["path"])
+    report.restored.append(name)

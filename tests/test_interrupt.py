@@ -253,3 +253,34 @@ def test_undo_reads_batched_originals_and_older_single_file_journals(tmp_path: P
     assert (a.read_bytes(), b.read_bytes()) == (b"alpha\n", b"beta, longer\n")
     (tmp_path / "old.orig").write_bytes(b"old bytes")
     assert original_bytes(tmp_path, {"orig": "old.orig"}) == b"old bytes"
+
+
+def test_undo_with_a_damaged_journal_skips_those_files_with_a_reason(tmp_path: Path) -> None:
+    """A missing or truncated originals file, or an entry pointing outside the vault: reported, nothing else touched."""
+    import json
+
+    from enrich.journal import Journal, undo_last
+
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    a, b, c = vault / "a.md", vault / "b.md", vault / "c.md"
+    for path in (a, b, c):
+        path.write_bytes(b"original " + path.name.encode() + b"\n")
+    journal = Journal(vault, "run")
+    journal.record_many([(a, a.read_bytes(), b"A\n"), (b, b.read_bytes(), b"B\n")])
+    journal.record_many([(c, c.read_bytes(), b"C\n")])
+    outside = tmp_path / "outside.md"
+    outside.write_bytes(b"C\n")
+    with (journal.dir / "manifest.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"path": "../outside.md", "orig": None, "written": journal.entries[2]["written"]}) + "\n")
+    for path, data in ((a, b"A\n"), (b, b"B\n"), (c, b"C\n")):
+        path.write_bytes(data)
+    first, second = sorted(journal.dir.glob("*.origs"))
+    first.write_bytes(first.read_bytes()[:5])  # truncated: a's and b's originals are damaged
+    second.unlink()
+    report = undo_last(vault)
+    reasons = dict(report.skipped)
+    assert set(reasons) == {"a.md", "b.md", "c.md", "../outside.md"} and not report.restored and not report.removed
+    assert "shorter than the journal says" in reasons["b.md"] and "No such file" in reasons["c.md"]
+    assert "outside the vault" in reasons["../outside.md"] and outside.read_bytes() == b"C\n"
+    assert (a.read_bytes(), b.read_bytes(), c.read_bytes()) == (b"A\n", b"B\n", b"C\n")
