@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -28,38 +29,83 @@ def request_key(model: str, prompt_version: str, messages: list[dict[str, str]],
 
 
 class Cache:
-    """A small key/value store of validated results in `<vault>/.enrich/cache.sqlite`."""
+    """A small key/value store of validated results in `<vault>/.enrich/cache.sqlite`.
 
-    def __init__(self, path: Path | None) -> None:
+    It only holds results that can be asked for again, so it never stops a run: an unreadable file is moved
+    aside and replaced, and a database error during the run turns the cache off with a warning.
+    """
+
+    def __init__(self, path: Path | None, warn: Callable[[str], None] | None = None) -> None:
         self.path = path
+        self._warn = warn or (lambda _: None)
         self._db: sqlite3.Connection | None = None
-        if path is not None:
+        if path is None:
+            return
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a crash may lose the last results only
-            self._db.execute(SCHEMA)
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            if not path.is_file() or isinstance(exc, sqlite3.OperationalError):
+                self._off(exc)
+                return
+            aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                if Path(f"{path}{suffix}").exists():
+                    Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+            self._warn(f"{path} was not a readable cache ({exc}); moved it to {aside.name} and started an empty one")
+            self._db = self._open(path)
+        except OSError as exc:
+            self._off(exc)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        """Connect, set WAL mode and create the table."""
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a crash may lose the last results only
+            db.execute(SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _off(self, exc: BaseException) -> None:
+        """Stop using the cache for the rest of the run."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        self._db = None
+        self._warn(f"result cache {self.path} is off for this run: {exc}")
 
     def get(self, key: str) -> tuple[dict[str, Any], int, int] | None:
         """Return (value, prompt_tokens, completion_tokens) for a key, or None."""
         if self._db is None:
             return None
-        row = self._db.execute(
-            "SELECT value, prompt_tokens, completion_tokens FROM results WHERE key = ?", (key,)
-        ).fetchone()
-        return (json.loads(row[0]), int(row[1]), int(row[2])) if row else None
+        try:
+            row = self._db.execute(
+                "SELECT value, prompt_tokens, completion_tokens FROM results WHERE key = ?", (key,)
+            ).fetchone()
+            return (json.loads(row[0]), int(row[1]), int(row[2])) if row else None
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            self._off(exc)
+            return None
 
     def put(self, key: str, value: dict[str, Any], model: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Store a validated result."""
         if self._db is None:
             return
-        self._db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
-            (key, json.dumps(value, ensure_ascii=False), model, prompt_tokens, completion_tokens, time.time()),
-        )
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                (key, json.dumps(value, ensure_ascii=False), model, prompt_tokens, completion_tokens, time.time()),
+            )
+        except sqlite3.Error as exc:
+            self._off(exc)
 
     def close(self) -> None:
         """Close the database."""
         if self._db is not None:
-            self._db.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
             self._db = None

@@ -142,7 +142,7 @@ class Pipeline:
         self.report = RunReport(model=model, dry_run=options.dry_run)
         self.counter = tokens.counter_for(model, self.report.warnings.append)
         self.builder = RequestBuilder(vault, settings, self.counter, model)
-        self.cache = Cache(None if options.plan_only else vault.root / ".enrich" / "cache.sqlite")
+        self.cache = Cache(None if options.plan_only else vault.root / ".enrich" / "cache.sqlite", self.report.warnings.append)
         self.limiter = RateLimiter(settings.rpm, settings.tpm, Estimator(self.counter))
         self.calling = False  # True while model calls are in flight (signals then stop cleanly)
         self._writer = NoteWriter(vault.root, "run")

@@ -284,3 +284,25 @@ def test_undo_with_a_damaged_journal_skips_those_files_with_a_reason(tmp_path: P
     assert "shorter than the journal says" in reasons["b.md"] and "No such file" in reasons["c.md"]
     assert "outside the vault" in reasons["../outside.md"] and outside.read_bytes() == b"C\n"
     assert (a.read_bytes(), b.read_bytes(), c.read_bytes()) == (b"A\n", b"B\n", b"C\n")
+
+
+def test_an_unreadable_cache_is_moved_aside_and_a_failing_one_turns_off(tmp_path: Path) -> None:
+    """The cache only holds results that can be asked for again: it never stops a run."""
+    from enrich.cache import Cache
+
+    path = tmp_path / ".enrich" / "cache.sqlite"
+    path.parent.mkdir()
+    path.write_bytes(b"not a database at all")
+    warnings: list[str] = []
+    cache = Cache(path, warnings.append)
+    cache.put("k", {"a": 1}, "m", 1, 2)
+    assert cache.get("k") == ({"a": 1}, 1, 2)
+    broken = list(path.parent.glob("cache.sqlite.broken-*"))
+    assert len(broken) == 1 and broken[0].read_bytes() == b"not a database at all"
+    assert "moved it to" in warnings[0]
+    assert cache._db is not None
+    cache._db.close()  # any database error from now on
+    assert cache.get("k") is None and "is off for this run" in warnings[-1]
+    cache.put("k2", {}, "m", 0, 0)  # a no-op now, no exception
+    cache.close()
+    assert len(warnings) == 2

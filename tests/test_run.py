@@ -269,3 +269,16 @@ def test_tags_copied_from_the_prompt_example_are_dropped_and_reported(tmp_path: 
     assert "copied from the prompt's example: note-taking, zettelkasten" in note["reason"]
     tags = scan_vault(vault).get("gen-00000").tags  # type: ignore[union-attr]
     assert "experiments" in tags and "zettelkasten" not in tags and "note-taking" not in tags
+
+
+def test_a_run_with_an_unreadable_cache_file_warns_and_goes_on(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    from fakeserver_limits import write_vault
+
+    vault = tmp_path / "v"
+    write_vault(vault, 2)
+    (vault / ".enrich").mkdir()
+    (vault / ".enrich" / "cache.sqlite").write_bytes(b"garbage")
+    res = invoke(fake_openai, "run", str(vault), "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["enriched"] == 2 and any("moved it to cache.sqlite.broken-" in w for w in report["warnings"])
