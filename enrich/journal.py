@@ -102,11 +102,13 @@ class Journal:
 def read_manifest(run: Path) -> list[dict[str, Any]]:
     """Entries of one journal, ignoring a torn last line from a crash."""
     entries: list[dict[str, Any]] = []
-    for line in (run / MANIFEST).read_text(encoding="utf-8").splitlines()[1:]:
+    for line in (run / MANIFEST).read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line)
         except ValueError:
             break
+        if isinstance(entry, dict):
+            entries.append(entry)
     return entries
 
 
@@ -144,9 +146,16 @@ def undo_last(vault_root: Path) -> UndoReport:
     """Restore the files of the last run, unless they changed since; then drop that journal."""
     run = _last_run(vault_root)
     report = UndoReport(run.name)
-    for entry in reversed(read_manifest(run)):
+    try:
+        entries = read_manifest(run)
+    except OSError as exc:
+        raise EnrichError(f"cannot read the journal {run / MANIFEST}: {exc.strerror or exc}") from exc
+    for entry in reversed(entries):
         _undo_one(vault_root, run, entry, report)
-    (run / MANIFEST).rename(run / "manifest.undone.jsonl")
+    try:
+        (run / MANIFEST).rename(run / "manifest.undone.jsonl")
+    except OSError as exc:
+        raise EnrichError(f"undone, but cannot mark the journal {run.name} as undone: {exc.strerror or exc}") from exc
     return report
 
 

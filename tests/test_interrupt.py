@@ -272,6 +272,7 @@ def test_undo_with_a_damaged_journal_skips_those_files_with_a_reason(tmp_path: P
     outside = tmp_path / "outside.md"
     outside.write_bytes(b"C\n")
     with (journal.dir / "manifest.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write("[1, 2]\n")  # valid JSON, not an entry: ignored
         fh.write(json.dumps({"path": "../outside.md", "orig": None, "written": journal.entries[2]["written"]}) + "\n")
     for path, data in ((a, b"A\n"), (b, b"B\n"), (c, b"C\n")):
         path.write_bytes(data)
