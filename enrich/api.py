@@ -11,7 +11,9 @@ from .checkscan import PARALLEL_MIN_NOTES, check_files, workers
 from .config import Settings, find_vault_root, load_settings
 from .errors import NoteError, ProviderUnavailable, UsageError
 from .journal import UndoReport, undo_last
-from .providers import describe, make_provider, tuned_settings
+from .providers import (
+    DEFAULT_OPENAI_MODEL, check_api_settings, describe, make_provider, resolve_provider_name, tuned_settings,
+)
 from .providers.base import Provider
 from .roles import RoleTable
 from .vault import Vault, VaultNote, iter_note_files, load_note, roles_for, scan_vault, vault_frequencies
@@ -102,9 +104,24 @@ def _open_for_run(
 
 
 def model_for(settings: Settings) -> tuple[str, Callable[[], Provider], str]:
-    """The model name (for provenance and cache keys), a provider factory, and a description."""
-    provider = make_provider(settings)
-    return provider.model, lambda: provider, describe(provider)
+    """The model name (for provenance and cache keys), a provider factory, and a description.
+
+    Settings are checked at once; an API provider (and the openai SDK, slow to import) is only built when
+    the factory is first called, so a run with nothing to ask never pays for it.
+    """
+    if resolve_provider_name(settings) == "local":
+        provider = make_provider(settings)
+        return provider.model, lambda: provider, describe(provider)
+    check_api_settings(settings)
+    model = settings.model or DEFAULT_OPENAI_MODEL
+    built: list[Provider] = []
+
+    def factory() -> Provider:
+        if not built:
+            built.append(make_provider(settings))
+        return built[0]
+
+    return model, factory, f"{model} via openai"
 
 
 def run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
 
 from . import visible
@@ -76,10 +77,14 @@ class RequestBuilder:
         self.settings = settings
         self.counter = counter
         self.model = model
-        self.index = CandidateIndex(vault)
         self.vocab = TagVocabulary.load(vault)
         self._prompts: dict[str, PromptSet] = {}
         self._vocab_line = ", ".join(self.vocab.top(40)) or "(none yet)"
+
+    @cached_property
+    def index(self) -> CandidateIndex:
+        """The vault's candidate index, built when the first request needs it (a run with nothing to do never does)."""
+        return CandidateIndex(self.vault)
 
     def prompts(self, lang: str) -> PromptSet:
         """The prompt set for a language (loaded and checked once)."""

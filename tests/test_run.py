@@ -282,3 +282,37 @@ def test_a_run_with_an_unreadable_cache_file_warns_and_goes_on(tmp_path: Path, f
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["enriched"] == 2 and any("moved it to cache.sqlite.broken-" in w for w in report["warnings"])
+
+
+def test_a_run_with_nothing_to_ask_builds_no_provider_and_no_index(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """Re-running on an enriched vault should not pay for the openai SDK import or the candidate index."""
+    import subprocess
+    import sys
+
+    from fakeserver_limits import write_vault
+
+    vault = tmp_path / "v"
+    write_vault(vault, 3)
+    assert invoke(fake_openai, "run", str(vault), "--json").exit_code == 0
+    script = (
+        "import sys; from pathlib import Path; from enrich import api; from enrich.pipeline import Pipeline, RunOptions, run_sync\n"
+        "vault, settings, roles, notes = api._open_for_run([Path(sys.argv[1])], {'base_url': sys.argv[2], 'model': 'fake-model'})\n"
+        "model, factory, _ = api.model_for(settings)\n"
+        "pipe = Pipeline(vault, settings, roles, factory, model, RunOptions())\n"
+        "report = run_sync(pipe, notes)\n"
+        "print(report.skipped, 'enrich.providers.openai_provider' in sys.modules, 'index' in pipe.builder.__dict__)"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(vault), fake_openai.url], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["3", "False", "False"]
+
+
+def test_missing_api_settings_are_reported_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from enrich import api
+    from enrich.config import Settings
+    from enrich.errors import ProviderUnavailable
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ProviderUnavailable, match="no API key"):
+        api.model_for(Settings(provider="openai"))
+    with pytest.raises(ProviderUnavailable, match="no model name"):
+        api.model_for(Settings(provider="openai", base_url="http://127.0.0.1:9/v1"))

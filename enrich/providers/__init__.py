@@ -44,13 +44,8 @@ def tuned_settings(settings: Settings) -> Settings:
     return settings.model_copy(update=update)
 
 
-def make_provider(settings: Settings) -> Provider:
-    """Build the provider the settings ask for."""
-    name = resolve_provider_name(settings)
-    if name == "local":
-        from .local import LocalProvider
-
-        return LocalProvider(settings.local_model_path)
+def check_api_settings(settings: Settings) -> str | None:
+    """The API key for an OpenAI-compatible provider; ProviderUnavailable when a setting is missing."""
     key = settings.api_key()
     if not settings.base_url and not key:
         raise ProviderUnavailable(
@@ -59,6 +54,17 @@ def make_provider(settings: Settings) -> Provider:
         )
     if settings.base_url and not settings.model:
         raise ProviderUnavailable("no model name for --base-url", hint="pass --model NAME or set ENRICH_MODEL")
+    return key
+
+
+def make_provider(settings: Settings) -> Provider:
+    """Build the provider the settings ask for."""
+    name = resolve_provider_name(settings)
+    if name == "local":
+        from .local import LocalProvider
+
+        return LocalProvider(settings.local_model_path)
+    key = check_api_settings(settings)
     from .openai_provider import OpenAIProvider
 
     return OpenAIProvider(
