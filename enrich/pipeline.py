@@ -199,8 +199,10 @@ class Pipeline:
             if c is None:
                 status = "failed" if d.status == "failed" else "skipped"
                 self._emit(NoteResult(vn.rel, status, f"{d.status}: {d.reason}" if status == "skipped" else d.reason))
-        self.progress("start", None, self.report)
         try:
+            if work and not self.options.plan_only:
+                self._get_provider()  # built (and its SDK imported) before the calls start, not during the first one
+            self.progress("start", None, self.report)
             await self._run_all(work)
         finally:
             await self._close()
@@ -319,7 +321,7 @@ class Pipeline:
         return value_obj
 
     def _get_provider(self) -> Provider:
-        """Create the provider on the first cache miss (a fully cached run needs none)."""
+        """The run's provider, created once (a run with no note to work on never creates one)."""
         if self._provider is None:
             self._provider = self._factory()
             if hasattr(self._provider, "limiter"):  # HTTP providers pace every attempt through the run's limiter
