@@ -200,8 +200,10 @@ class Pipeline:
                 status = "failed" if d.status == "failed" else "skipped"
                 self._emit(NoteResult(vn.rel, status, f"{d.status}: {d.reason}" if status == "skipped" else d.reason))
         try:
-            if work and not self.options.plan_only:
-                self._get_provider()  # built (and its SDK imported) before the calls start, not during the first one
+            if work and not self.options.plan_only:  # built before the calls start, not during the first one
+                self._get_provider()
+                if self.settings.candidates:
+                    _ = self.builder.index
             self.progress("start", None, self.report)
             await self._run_all(work)
         finally:
