@@ -149,16 +149,27 @@ def _flow_list(v: str) -> Any:
     return _NOT_FAST
 
 
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; ValueError on a repeated key (YAML and JSON readers differ on those)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("repeated key")
+    return out
+
+
 def _fast_scalar(v: str) -> Any:
     """Read one scalar the way YAML would, or _NOT_FAST when it might differ."""
     if not v:
         return None
-    if v[0] in '"[':
+    if v[0] in '"[{':
         try:
-            value = json.loads(v)
+            value = json.loads(v, object_pairs_hook=_unique_pairs)
         except ValueError:
             return _flow_list(v) if v[0] == "[" else _NOT_FAST
-        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value))
+        if isinstance(value, dict):  # a JSON-style flow mapping, like the `enriched:` record
+            ok = all(isinstance(x, str) for x in (*value, *value.values()))
+        else:
+            ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value))
         return value if ok and "\\" not in v else _NOT_FAST
     if _INT.fullmatch(v):
         return int(v)

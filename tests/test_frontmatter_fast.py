@@ -18,6 +18,8 @@ SCALARS = [
     '"quoted"', '"with \\"escape\\""', "'single'", "a: b", "a #c", "#c", "[a, b]", "[]", "[a,]", "[a, yes]",
     "[1a, b]", "[a b, 中文]", "[a: b]", '["rss", "engineering"]', "{a: b}", "- x", "&anchor", "*alias", "!tag",
     "%x", "@x", "`x", "|", ">", "a,b", "x]", "1:20", ".inf", "NaN",
+    '{"a": "b"}', '{"a":"b"}', '{"a": "b", "a": "c"}', '{"a": 1}', "{}", '{"a": "x: y"}', '{"k": "中文"}',
+    '{"a": "b"} # c', '{"a": ["x"]}', '{"a": "#x"}', '{"at": "2026-11-29T03:04:24Z", "model": "m"}',
 ]
 KEYS = ["id", "title", "tags", "aliases", "date", "x-y", "k_1"]
 
@@ -56,7 +58,8 @@ def test_fast_path_agrees_with_yaml(raw: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     ["id: 002\ntitle: x", "id: 008", "tags: [reading, research]", "tags:\n  - zk-core\n  - linking\naliases: [linking]",
-     "tags:\n- a\n- b", 'tags: ["rss","engineering"]\ndate: 2026-02-22'],
+     "tags:\n- a\n- b", 'tags: ["rss","engineering"]\ndate: 2026-02-22',
+     'enriched: {"model": "gpt-4o-mini", "prompt": "zh-7648100624b9", "at": "2026-11-29T03:04:24Z", "content": "cdd5"}'],
 )
 def test_fast_path_takes_the_vault_sample_shapes(raw: str) -> None:
     assert fast_yaml(raw) is not None and fast_yaml(raw) == yaml.load(raw, Loader=LOADER)
