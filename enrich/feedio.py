@@ -183,7 +183,7 @@ def looks_binary(text: str) -> bool:
     head = text[:4000]
     if not _SUSPECT.search(head):  # no control character, no U+FFFD: text (and no need for the full check)
         return False
-    return bool(_GZIP_TEXT.match(head)) or visible.unusable_reason(head, min_chars=0) == "binary"
+    return bool(_GZIP_TEXT.match(head)) or visible.looks_binary(head)
 
 
 def fetch_article(url: str, timeout: float) -> str:

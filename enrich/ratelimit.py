@@ -168,23 +168,21 @@ class Estimator:
 
     def __init__(self, counter: Counter) -> None:
         self._counter = counter
-        self._memo: dict[str, int] = {}
+        self._seeds: dict[str, int] = {}  # last-message counts taken from the request's own total
 
     def text(self, text: str) -> int:
-        """Tokens of one message text (memoised)."""
-        n = self._memo.get(text)
-        if n is None:
-            if len(self._memo) >= self.MAX_MEMO:
-                self._memo.clear()
-            n = self._memo[text] = self._counter.count(text)
-        return n
+        """Tokens of one message text: a seeded count, else the counter's memoised count."""
+        n = self._seeds.get(text)
+        return n if n is not None else self._counter.count_cached(text)
 
     def seed(self, messages: list[dict[str, str]], total: int) -> None:
         """Remember the last message's count from a total made with Counter.count_messages."""
         if not messages:
             return
         head = sum(self.text(m.get("content", "")) + 4 for m in messages[:-1])
-        self._memo[messages[-1].get("content", "")] = max(0, total - 3 - head - 4)
+        if len(self._seeds) >= self.MAX_MEMO:
+            self._seeds.clear()
+        self._seeds[messages[-1].get("content", "")] = max(0, total - 3 - head - 4)
 
     def prompt(self, messages: list[dict[str, str]]) -> int:
         """Prompt tokens, the way Counter.count_messages counts them."""
