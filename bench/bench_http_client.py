@@ -1,4 +1,4 @@
-"""Client CPU of one provider call, by HTTP client: the openai SDK's httpx (httpx2) vs its aiohttp transport.
+"""Client CPU of one provider call, by HTTP client: the openai SDK's httpx (httpx2), its aiohttp transport, direct aiohttp.
 
 Run by hand: python bench/bench_http_client.py [--calls 1000] [--concurrency 32] [--latency 0.1]
 The fake server (tests/fakeserver.py) runs in another process, so only the client's CPU is measured.
@@ -60,7 +60,7 @@ async def _measure(url: str, client: str, calls: int, concurrency: int) -> tuple
 
 
 def main() -> None:
-    """Measure both clients, twice each, alternating."""
+    """Measure each client twice, alternating."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=32)
@@ -72,7 +72,7 @@ def main() -> None:
     url = queue.get()
     bound = math.ceil(args.calls / args.concurrency) * args.latency
     print(f"| http client | wall (bound {bound:.2f} s) | ratio | client CPU per call |\n| --- | --- | --- | --- |")
-    for client in ("httpx", "aiohttp", "httpx", "aiohttp"):
+    for client in ("httpx", "aiohttp", "direct") * 2:
         wall, per_call = asyncio.run(_measure(url, client, args.calls, args.concurrency))
         print(f"| {client} | {wall:.2f} s | {wall / bound:.2f}x | {per_call:.2f} ms |", flush=True)
     server.terminate()

@@ -31,7 +31,7 @@ class Settings(BaseModel):
     max_reasks: int = Field(2, ge=0, le=5)
     max_attempts: int = Field(6, ge=1, le=20)
     timeout: float = Field(60.0, gt=0)
-    http_client: Literal["auto", "aiohttp", "httpx"] = "auto"  # auto: aiohttp when installed (less CPU per call)
+    http_client: Literal["auto", "direct", "aiohttp", "httpx"] = "auto"  # auto: direct when aiohttp is installed
     temperature: float = Field(0.2, ge=0, le=2)
     prompts_dir: Path | None = None
     max_new_tags: int = Field(2, ge=0, le=6)

@@ -51,10 +51,10 @@ MESSAGES = [
 TRANSPORT = {"http_client": "auto"}
 
 
-@pytest.fixture(autouse=True, params=["aiohttp", "httpx"])
+@pytest.fixture(autouse=True, params=["direct", "aiohttp", "httpx"])
 def transport(request: pytest.FixtureRequest) -> str:
-    """Every provider test runs over both HTTP clients the SDK can use."""
-    if request.param == "aiohttp":
+    """Every provider test runs over enrich's direct aiohttp post and both HTTP clients the SDK can use."""
+    if request.param in ("direct", "aiohttp"):
         pytest.importorskip("aiohttp")
     TRANSPORT["http_client"] = request.param
     return str(request.param)
@@ -396,6 +396,14 @@ def test_transport_choice(transport: str) -> None:
     provider = OpenAIProvider("fake-model", "http://127.0.0.1:9/v1", None, http_client=transport)
     mro = [c.__name__ for c in type(provider._client._client).__mro__]
     assert ("Httpx2AiohttpClient" in mro) == (transport == "aiohttp"), mro
+    assert (provider._direct is not None) == (transport == "direct")
+    assert provider.http_client == transport
+    asyncio.run(provider.aclose())
+
+
+def test_auto_posts_directly_when_aiohttp_is_installed() -> None:
+    provider = OpenAIProvider("fake-model", "http://127.0.0.1:9/v1", None, http_client="auto")
+    assert provider.http_client == "direct" and provider._direct.url == "http://127.0.0.1:9/v1/chat/completions"
     asyncio.run(provider.aclose())
 
 

@@ -135,22 +135,40 @@ def _status_text(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _has_aiohttp() -> bool:
+    """True when the aiohttp package can be imported."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _transport(kind: str, timeout: float) -> Any:
-    """The SDK's aiohttp transport ("auto": when installed), else None for the SDK's default httpx client.
+    """The SDK's aiohttp transport for "aiohttp", else None for the SDK's default httpx client.
 
     Measured against the fake server (bench/RESULTS_throughput.md) it costs about 20% less CPU per call.
     """
-    if kind == "httpx":
+    if kind != "aiohttp":
         return None
     factory = getattr(openai, "DefaultAioHttpClient", None)
     try:
         return factory(timeout=timeout) if factory is not None else None
     except RuntimeError:  # the SDK says aiohttp is not installed
-        if kind == "aiohttp":
-            raise ConfigError(
-                "http_client = aiohttp needs the aiohttp package", hint="pip install 'openai[aiohttp]', or set ENRICH_HTTP_CLIENT=auto"
-            ) from None
-        return None
+        raise ConfigError(
+            "http_client = aiohttp needs the aiohttp package", hint="pip install 'openai[aiohttp]', or set ENRICH_HTTP_CLIENT=auto"
+        ) from None
+
+
+def _direct_kind(kind: str) -> str:
+    """Resolve "auto": chat calls go through DirectPost when aiohttp is installed, else the SDK's httpx client."""
+    if kind == "direct" and not _has_aiohttp():
+        raise ConfigError(
+            "http_client = direct needs the aiohttp package", hint="pip install aiohttp, or set ENRICH_HTTP_CLIENT=auto"
+        )
+    if kind == "auto":
+        return "direct" if _has_aiohttp() else "httpx"
+    return kind
 
 
 class OpenAIProvider:
@@ -188,13 +206,19 @@ class OpenAIProvider:
         self._secret = api_key or ""
         self._wait: Wait = wait or self.default_wait
         self._sleep: Sleep = sleep or asyncio.sleep
+        self.http_client = _direct_kind(http_client)
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=api_key or DUMMY_KEY,
             max_retries=0,
             timeout=timeout,
-            http_client=_transport(http_client, timeout),
+            http_client=_transport(self.http_client, timeout),
         )
+        self._direct: Any = None
+        if self.http_client == "direct":
+            from enrich.providers.direct import DirectPost
+
+            self._direct = DirectPost(self._client, timeout)
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
@@ -255,6 +279,8 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
+        if self._direct is not None:
+            await self._direct.aclose()
         await self._client.close()
 
     def request_body(self, messages: list[Message], schema: dict[str, Any], *, max_tokens: int) -> dict[str, Any]:
@@ -300,24 +326,28 @@ class OpenAIProvider:
     async def _send(self, kwargs: dict[str, Any]) -> Any:
         """One HTTP request under the rate limiter; remembers the x-ratelimit-* headers of every answer.
 
-        The low-level post skips the SDK's per-call parameter transform and response model (about half
-        of its CPU per call); errors are raised exactly as by chat.completions.create.
+        Either path raises the SDK's exceptions, so retries and error mapping are the same for both.
         """
         limiter = self.limiter
         ticket = await limiter.acquire(limiter.cost(kwargs["messages"], kwargs[self._token_param])) if limiter else None
         try:
-            raw: Any = await self._client.post(
-                "/chat/completions", body=kwargs, cast_to=object, options={"headers": RAW_HEADER}
-            )
+            headers, body = await self._post(kwargs)
         except openai.APIStatusError as exc:
             self._remember(exc.response.headers)
             if limiter is not None:
                 limiter.settle(ticket, exc.response.headers, exc.status_code, retry_after_seconds(exc.response.headers))
             raise
-        self._remember(raw.headers)
+        self._remember(headers)
         if limiter is not None:
-            limiter.settle(ticket, raw.headers)
-        return raw.parse()
+            limiter.settle(ticket, headers)
+        return body
+
+    async def _post(self, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """(headers, JSON body) of one chat request, through DirectPost or the SDK's low-level post."""
+        if self._direct is not None:
+            return await self._direct.post(kwargs)
+        raw: Any = await self._client.post("/chat/completions", body=kwargs, cast_to=object, options={"headers": RAW_HEADER})
+        return raw.headers, raw.parse()
 
     def _remember(self, headers: Any) -> None:
         """Keep the last x-ratelimit-* headers seen."""
