@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,7 @@ class DirectPost:
         headers = {**client.default_headers, **client.auth_headers}
         self._headers = {k: v for k, v in headers.items() if isinstance(v, str)}  # unset ones are openai.Omit
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self.proxy = env_proxy(self.url)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -43,7 +45,6 @@ class DirectPost:
                 headers=self._headers,
                 timeout=self._timeout,
                 connector=aiohttp.TCPConnector(limit=0),  # the pipeline bounds concurrency
-                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as the SDK's own client does
             )
             self._loop = loop
         return self._session
@@ -52,7 +53,7 @@ class DirectPost:
         """(headers, parsed JSON or text) of a 2xx answer; openai.APIError subclasses otherwise."""
         data = json.dumps(body, ensure_ascii=False).encode()
         try:
-            async with self._open().post(self.url, data=data) as resp:
+            async with self._open().post(self.url, data=data, proxy=self.proxy) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
         except asyncio.TimeoutError as exc:
@@ -77,6 +78,15 @@ class DirectPost:
             else:  # its loop is gone: nothing can be awaited on it any more
                 self._session.detach()
         self._session = None
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / NO_PROXY name for url, read once (aiohttp's trust_env asks a thread per request)."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if urllib.request.proxy_bypass(host.split(":", 1)[0] if not host.startswith("[") else host):
+        return None
+    return urllib.request.getproxies().get(scheme.lower())
 
 
 def _parse(raw: bytes) -> Any:
