@@ -394,16 +394,18 @@ def test_keep_allowed_drops_ids_no_longer_offered() -> None:
 
 def test_transport_choice(transport: str) -> None:
     provider = OpenAIProvider("fake-model", "http://127.0.0.1:9/v1", None, http_client=transport)
-    mro = [c.__name__ for c in type(provider._client._client).__mro__]
-    assert ("Httpx2AiohttpClient" in mro) == (transport == "aiohttp"), mro
-    assert (provider._direct is not None) == (transport == "direct")
     assert provider.http_client == transport
+    if transport == "direct":
+        assert type(provider._poster).__name__ == "DirectPost"
+    else:
+        mro = [c.__name__ for c in type(provider._poster.client._client).__mro__]  # type: ignore[attr-defined]
+        assert ("Httpx2AiohttpClient" in mro) == (transport == "aiohttp"), mro
     asyncio.run(provider.aclose())
 
 
 def test_auto_posts_directly_when_aiohttp_is_installed() -> None:
     provider = OpenAIProvider("fake-model", "http://127.0.0.1:9/v1", None, http_client="auto")
-    assert provider.http_client == "direct" and provider._direct.url == "http://127.0.0.1:9/v1/chat/completions"
+    assert provider.http_client == "direct" and provider._poster.url == "http://127.0.0.1:9/v1/chat/completions"  # type: ignore[attr-defined]
     asyncio.run(provider.aclose())
 
 
@@ -420,3 +422,52 @@ def test_key_points_copied_from_the_prompt_example_are_rejected() -> None:
         with pytest.raises(ValidationError, match="copies the prompt's example"):
             spec.validate(copied)
         assert spec.validate(valid_enrichment([])).key_points
+
+
+def test_direct_post_sends_the_sdk_headers(fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-123")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-9")
+    Harness(fake_openai, api_key="sk-header-test").run()
+    headers = fake_openai.requests[0].headers
+    assert headers["authorization"] == "Bearer sk-header-test" and headers["content-type"] == "application/json"
+    assert headers["openai-organization"] == "org-123" and headers["openai-project"] == "proj-9"
+
+
+def test_direct_post_reads_the_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
+    if transport != "direct":
+        pytest.skip("DirectPost only")
+    from enrich.providers.direct import DirectPost, env_proxy
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    assert env_proxy("https://api.openai.com/v1/chat/completions") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,internal.example")
+    assert env_proxy("https://api.openai.com/v1/chat/completions") == "http://proxy.local:3128"
+    assert env_proxy("https://internal.example:8443/v1/chat/completions") is None
+    assert env_proxy("http://api.openai.com/v1/chat/completions") is None  # only HTTPS_PROXY is set
+    post = DirectPost(None, "k", 5)
+    assert post.url == "https://api.openai.com/v1/chat/completions" and post.proxy == "http://proxy.local:3128"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8080/v1/")
+    assert DirectPost(None, "k", 5).url == "http://localhost:8080/v1/chat/completions"
+
+
+def test_an_error_answer_that_is_not_json_is_reported_with_its_text(fake_openai: FakeOpenAI, transport: str) -> None:
+    from enrich.errors import ProviderRejected
+
+    fake_openai.push(Reply(status=418, body="<html>teapot says no</html>"))
+    with pytest.raises(ProviderRejected, match="HTTP 418.*teapot says no") as info:
+        Harness(fake_openai).run()
+    assert info.value.status == 418
+
+
+def test_http_failure_from_an_openai_error_body(transport: str) -> None:
+    if transport != "direct":
+        pytest.skip("pure function")
+    from enrich.providers.wire import HTTPFailure
+
+    body = {"error": {"message": "Unsupported parameter: 'max_tokens'", "param": "max_tokens", "type": "invalid_request_error"}}
+    fail = HTTPFailure.from_answer(400, {"x": "1"}, body)
+    assert (fail.status, fail.message, fail.param) == (400, "Unsupported parameter: 'max_tokens'", "max_tokens")
+    assert fail.body == body["error"] and fail.headers == {"x": "1"}
+    assert HTTPFailure.from_answer(502, {}, "").message == "" and HTTPFailure.from_answer(500, {}, {"detail": "x"}).param is None

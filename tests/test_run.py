@@ -316,3 +316,23 @@ def test_missing_api_settings_are_reported_before_the_run(tmp_path: Path, monkey
         api.model_for(Settings(provider="openai"))
     with pytest.raises(ProviderUnavailable, match="no model name"):
         api.model_for(Settings(provider="openai", base_url="http://127.0.0.1:9/v1"))
+
+
+def test_a_run_posts_without_importing_the_openai_sdk(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """The default transport posts with aiohttp itself, so a run does not pay ~1 s for importing the SDK."""
+    import subprocess
+    import sys
+
+    from fakeserver_limits import write_vault
+
+    vault = tmp_path / "v"
+    write_vault(vault, 3)
+    script = (
+        "import sys; from pathlib import Path; from enrich import api; from enrich.pipeline import Pipeline, RunOptions, run_sync\n"
+        "vault, settings, roles, notes = api._open_for_run([Path(sys.argv[1])], {'base_url': sys.argv[2], 'model': 'fake-model'})\n"
+        "model, factory, _ = api.model_for(settings)\n"
+        "report = run_sync(Pipeline(vault, settings, roles, factory, model, RunOptions()), notes)\n"
+        "print(report.enriched, 'openai' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(vault), fake_openai.url], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["3", "False"] and len(fake_openai.chats) == 3

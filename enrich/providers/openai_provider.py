@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import openai
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -20,11 +20,11 @@ from tenacity import (
 
 from enrich.errors import ConfigError, ContextOverflow, ProviderRejected, TransportError
 from enrich.providers.base import Completion, Message
+from enrich.providers.wire import HTTPFailure, Poster
 from enrich.ratelimit import RateLimiter
 
 MODES = ("json_schema", "json_object", "text")
 DUMMY_KEY = "not-needed"
-RAW_HEADER = {"X-Stainless-Raw-Response": "true"}  # what .with_raw_response sets: keep the headers
 Wait = Callable[[RetryCallState], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -53,9 +53,9 @@ class _ParamRefused(ProviderRejected):
 _ADAPTABLE = ("max_tokens", "temperature")
 
 
-def _refused_param(exc: openai.APIError) -> str | None:
+def _refused_param(exc: HTTPFailure) -> str | None:
     """max_tokens or temperature when a 400 says the model does not support it."""
-    if getattr(exc, "status_code", None) != 400:
+    if exc.status != 400:
         return None
     if exc.param in _ADAPTABLE:
         return exc.param
@@ -65,9 +65,9 @@ def _refused_param(exc: openai.APIError) -> str | None:
 
 def is_transient(exc: BaseException) -> bool:
     """True for failures worth retrying: 429, 5xx, timeouts, connection errors."""
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code == 429 or exc.status_code >= 500
-    return isinstance(exc, openai.APIConnectionError)  # includes APITimeoutError
+    if not isinstance(exc, HTTPFailure):
+        return False
+    return exc.status is None or exc.status == 429 or exc.status >= 500
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -116,48 +116,22 @@ def with_schema_in_system(messages: list[Message], schema: dict[str, Any]) -> li
     return [{"role": "system", "content": note}, *out]
 
 
-def _refuses_format(exc: openai.APIError, detail: str) -> bool:
+def _refuses_format(exc: HTTPFailure, detail: str) -> bool:
     """True if a 400/422 says the server cannot do this response_format."""
-    status = getattr(exc, "status_code", None)
+    status = exc.status
     if exc.param and "response_format" not in exc.param:
         return False  # e.g. "Unsupported parameter: 'temperature'"
     return status == 422 or (status == 400 and any(w in detail.lower() for w in _REFUSAL_WORDS))
 
 
-def _status_text(exc: BaseException) -> str:
+def _status_text(exc: HTTPFailure) -> str:
     """Short description of a failure for messages (never includes the key)."""
-    if isinstance(exc, openai.APITimeoutError):
-        return "request timed out"
-    if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}"
-    if isinstance(exc, openai.APIConnectionError):
-        return f"connection failed ({exc.__cause__ or exc})"
-    return type(exc).__name__
+    return exc.message if exc.status is None else f"HTTP {exc.status}"
 
 
 def _has_aiohttp() -> bool:
     """True when the aiohttp package can be imported."""
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _transport(kind: str, timeout: float) -> Any:
-    """The SDK's aiohttp transport for "aiohttp", else None for the SDK's default httpx client.
-
-    Measured against the fake server (bench/RESULTS_throughput.md) it costs about 20% less CPU per call.
-    """
-    if kind != "aiohttp":
-        return None
-    factory = getattr(openai, "DefaultAioHttpClient", None)
-    try:
-        return factory(timeout=timeout) if factory is not None else None
-    except RuntimeError:  # the SDK says aiohttp is not installed
-        raise ConfigError(
-            "http_client = aiohttp needs the aiohttp package", hint="pip install 'openai[aiohttp]', or set ENRICH_HTTP_CLIENT=auto"
-        ) from None
+    return importlib.util.find_spec("aiohttp") is not None
 
 
 def _direct_kind(kind: str) -> str:
@@ -169,6 +143,17 @@ def _direct_kind(kind: str) -> str:
     if kind == "auto":
         return "direct" if _has_aiohttp() else "httpx"
     return kind
+
+
+def _poster(kind: str, base_url: str | None, api_key: str, timeout: float) -> Poster:
+    """DirectPost for "direct"; the SDK (imported only then) for "aiohttp" and "httpx"."""
+    if kind == "direct":
+        from enrich.providers.direct import DirectPost
+
+        return DirectPost(base_url, api_key, timeout)
+    from enrich.providers.sdkpost import SDKPost
+
+    return SDKPost(base_url, api_key, timeout, kind)
 
 
 class OpenAIProvider:
@@ -207,18 +192,7 @@ class OpenAIProvider:
         self._wait: Wait = wait or self.default_wait
         self._sleep: Sleep = sleep or asyncio.sleep
         self.http_client = _direct_kind(http_client)
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key or DUMMY_KEY,
-            max_retries=0,
-            timeout=timeout,
-            http_client=_transport(self.http_client, timeout),
-        )
-        self._direct: Any = None
-        if self.http_client == "direct":
-            from enrich.providers.direct import DirectPost
-
-            self._direct = DirectPost(self._client, timeout)
+        self._poster = _poster(self.http_client, base_url, api_key or DUMMY_KEY, timeout)
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
@@ -242,8 +216,8 @@ class OpenAIProvider:
     def default_wait(self, state: RetryCallState) -> float:
         """Honour Retry-After on a 429 (capped), else exponential backoff with jitter."""
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, openai.APIStatusError) and exc.status_code == 429:
-            hinted = retry_after_seconds(exc.response.headers)
+        if isinstance(exc, HTTPFailure) and exc.status == 429:
+            hinted = retry_after_seconds(exc.headers)
             if hinted is not None:
                 return min(hinted, self.backoff_max)
         return float(wait_random_exponential(multiplier=0.5, max=self.backoff_max)(state))
@@ -279,9 +253,7 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
-        if self._direct is not None:
-            await self._direct.aclose()
-        await self._client.close()
+        await self._poster.aclose()
 
     def request_body(self, messages: list[Message], schema: dict[str, Any], *, max_tokens: int) -> dict[str, Any]:
         """The /v1/chat/completions body `complete` would send first (used for Batch API lines)."""
@@ -319,7 +291,7 @@ class OpenAIProvider:
             async for attempt in retrying:
                 with attempt:
                     return await self._send(kwargs)
-        except openai.APIError as exc:
+        except HTTPFailure as exc:
             raise self._map_error(exc, kwargs, retrying.statistics.get("attempt_number", 1)) from exc
         raise TransportError("retry loop ended without a result")  # pragma: no cover
 
@@ -331,23 +303,16 @@ class OpenAIProvider:
         limiter = self.limiter
         ticket = await limiter.acquire(limiter.cost(kwargs["messages"], kwargs[self._token_param])) if limiter else None
         try:
-            headers, body = await self._post(kwargs)
-        except openai.APIStatusError as exc:
-            self._remember(exc.response.headers)
-            if limiter is not None:
-                limiter.settle(ticket, exc.response.headers, exc.status_code, retry_after_seconds(exc.response.headers))
+            headers, body = await self._poster.post(kwargs)
+        except HTTPFailure as exc:
+            self._remember(exc.headers)
+            if limiter is not None and exc.status is not None:
+                limiter.settle(ticket, exc.headers, exc.status, retry_after_seconds(exc.headers))
             raise
         self._remember(headers)
         if limiter is not None:
             limiter.settle(ticket, headers)
         return body
-
-    async def _post(self, kwargs: dict[str, Any]) -> tuple[Any, Any]:
-        """(headers, JSON body) of one chat request, through DirectPost or the SDK's low-level post."""
-        if self._direct is not None:
-            return await self._direct.post(kwargs)
-        raw: Any = await self._client.post("/chat/completions", body=kwargs, cast_to=object, options={"headers": RAW_HEADER})
-        return raw.headers, raw.parse()
 
     def _remember(self, headers: Any) -> None:
         """Keep the last x-ratelimit-* headers seen."""
@@ -355,14 +320,14 @@ class OpenAIProvider:
         if found:
             self.rate_limit_headers = found
 
-    def _map_error(self, exc: openai.APIError, kwargs: dict[str, Any], attempts: int) -> Exception:
-        """Turn an SDK error into TransportError, ContextOverflow or ProviderRejected."""
+    def _map_error(self, exc: HTTPFailure, kwargs: dict[str, Any], attempts: int) -> Exception:
+        """Turn a failed request into TransportError, ContextOverflow or ProviderRejected."""
         if is_transient(exc):
             return TransportError(
                 f"{self.model}: gave up after {attempts} attempt(s): {_status_text(exc)}",
                 hint="the server is unreachable, overloaded or rate limiting; try again later or lower --concurrency",
             )
-        status = getattr(exc, "status_code", None)
+        status = exc.status
         detail = self._redact(f"{exc.message} {exc.body or ''}")
         message = f"{self.model}: request rejected ({_status_text(exc)}): {self._redact(exc.message)[:300]}"
         if status in (400, 413) and any(w in detail.lower() for w in _OVERFLOW_WORDS):
