@@ -7,6 +7,7 @@ import copy
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -471,3 +472,27 @@ def test_http_failure_from_an_openai_error_body(transport: str) -> None:
     assert (fail.status, fail.message, fail.param) == (400, "Unsupported parameter: 'max_tokens'", "max_tokens")
     assert fail.body == body["error"] and fail.headers == {"x": "1"}
     assert HTTPFailure.from_answer(502, {}, "").message == "" and HTTPFailure.from_answer(500, {}, {"detail": "x"}).param is None
+
+
+def test_direct_post_verifies_https_with_certifi_or_ssl_cert_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, transport: str
+) -> None:
+    import ssl
+
+    import certifi
+
+    from enrich.errors import ConfigError
+    from enrich.providers.direct import DirectPost, tls_context
+
+    if transport != "direct":
+        pytest.skip("DirectPost only")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    assert DirectPost("http://127.0.0.1:9/v1", "k", 5)._ssl is None
+    context = DirectPost("https://api.example.com/v1", "k", 5)._ssl
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == ssl.create_default_context(cafile=certifi.where()).cert_store_stats()["x509_ca"]
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="cannot load CA certificates from .*missing.pem") as info:
+        tls_context()
+    assert "SSL_CERT_FILE" in (info.value.hint or "")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import urllib.request
 from importlib import metadata
 from typing import Any
 
 import aiohttp
 
+from enrich.errors import ConfigError
 from enrich.providers.wire import Headers, HTTPFailure
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # what the SDK uses when neither the flag nor OPENAI_BASE_URL is set
@@ -30,6 +32,7 @@ class DirectPost:
         self.url = base.rstrip("/") + "/chat/completions"
         self.proxy = env_proxy(self.url)
         self._headers = _headers(api_key)
+        self._ssl = tls_context() if self.url.startswith("https:") else None
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -41,7 +44,7 @@ class DirectPost:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=0),  # the pipeline bounds concurrency
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl or True),  # the pipeline bounds concurrency
             )
             self._loop = loop
         return self._session
@@ -84,6 +87,27 @@ def _headers(api_key: str) -> dict[str, str]:
         if os.environ.get(var):
             headers[name] = os.environ[var]
     return headers
+
+
+def tls_context() -> ssl.SSLContext:
+    """Verify servers against SSL_CERT_FILE / SSL_CERT_DIR if set, else certifi's CA bundle (as the SDK's httpx does)."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if not cafile and not capath:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:  # pragma: no cover - certifi comes with the SDK
+            return ssl.create_default_context()
+    try:
+        context = ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load CA certificates from {cafile or capath}: {exc.strerror or exc}",
+            hint="fix or unset SSL_CERT_FILE / SSL_CERT_DIR",
+        ) from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def _version() -> str:
