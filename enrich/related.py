@@ -26,6 +26,7 @@ BINARY_PROBE = 400  # characters checked for compressed/binary content
 LINE_CHARS = 100
 QUERY_TERMS = 64  # terms of a note used to find similar notes
 W_TEXT, W_TAGS, W_LINKS, W_BACKLINK = 1.0, 0.35, 0.35, 0.25
+K1, B = 1.5, 0.75  # BM25 (Lucene variant) parameters, bm25s's defaults
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORD = re.compile(r"[a-z0-9]+")
@@ -217,26 +218,8 @@ class _Features:
         return (np.bincount(rows, weights=weights, minlength=self.n) / total).astype(np.float32)
 
 
-def _bm25() -> Any:
-    """A bm25s BM25 (Lucene variant) whose index build is vectorised with numpy (same scores, ~5x faster)."""
-    import bm25s
-
-    class FastBM25(bm25s.BM25):  # type: ignore[misc]
-        """bm25s.BM25 with build_index_from_ids overridden, as its docstring invites."""
-
-        def build_index_from_ids(self, unique_token_ids: list[int], corpus_token_ids: list[list[int]],
-                                 show_progress: bool = True, leave_progress: bool = False) -> dict[str, Any]:
-            """Term counts, document frequencies and BM25 weights, all in numpy."""
-            if self.method != "lucene" or self.idf_method != "lucene":
-                return dict(super().build_index_from_ids(unique_token_ids, corpus_token_ids, show_progress, leave_progress))
-            self.nonoccurrence_array = None
-            return bm25_matrix(corpus_token_ids, len(unique_token_ids), self.k1, self.b, np.dtype(self.dtype))
-
-    return FastBM25()
-
-
-def bm25_matrix(docs: list[list[int]], n_vocab: int, k1: float, b: float, dtype: np.dtype[Any]) -> dict[str, Any]:
-    """The BM25 (Lucene) weight of every (doc, term) pair as CSC arrays, in bm25s's `scores` layout."""
+def bm25_matrix(docs: list[list[int]], n_vocab: int, k1: float = K1, b: float = B, dtype: Any = np.float32) -> dict[str, Any]:
+    """The BM25 (Lucene) weight of every (doc, term) pair as CSC arrays (bm25s's `scores` layout; a test compares)."""
     n_docs = len(docs)
     lens = np.fromiter(map(len, docs), dtype=np.int64, count=n_docs)
     toks = np.fromiter(itertools.chain.from_iterable(docs), dtype=np.int64, count=int(lens.sum()))
@@ -263,12 +246,10 @@ class CandidateIndex:
         self._id_rank = np.empty(len(order), dtype=np.int64)
         self._id_rank[order] = np.arange(len(order))
         ids: defaultdict[str, int] = defaultdict(itertools.count().__next__)
-        ids[""]  # id 0: the empty token bm25s reserves
+        ids[""]  # id 0: the empty token (as bm25s reserves it)
         self._tokens = [list(map(ids.__getitem__, note_tokens(vn))) for vn in self.notes]
         self._vocab = dict(ids)
-        self._bm25 = _bm25()
-        if self.notes:
-            self._bm25.index((self._tokens, self._vocab), show_progress=False)
+        self._bm25 = bm25_matrix(self._tokens, len(self._vocab))
         link_keys = [_link_keys(vault, vn) for vn in self.notes]
         self._tags = _Features([self._tag_keys(vn) for vn in self.notes])
         self._links = _Features(link_keys)
@@ -308,17 +289,15 @@ class CandidateIndex:
         ids, tf = np.unique(np.asarray([t for t in tokens if t], dtype=np.int64), return_counts=True)
         if len(ids) <= QUERY_TERMS:
             return ids
-        indptr = self._bm25.scores["indptr"]
+        indptr = self._bm25["indptr"]
         df = np.maximum(indptr[ids + 1] - indptr[ids], 1)
         weight = tf * np.log1p(len(self.notes) / df)
         keep = np.lexsort((ids, -weight))[:QUERY_TERMS]
         return np.asarray(ids[keep], dtype=np.int64)
 
     def _bm25_scores(self, query: npt.NDArray[np.int64]) -> FloatArray:
-        """Sum the BM25 weights bm25s precomputed for the query tokens (contiguous slices + bincount)."""
-        if self._bm25.nonoccurrence_array is not None:  # BM25L/BM25+ variants: let bm25s do it
-            return np.asarray(self._bm25.get_scores_from_ids(query.tolist()), dtype=np.float32)
-        sc = self._bm25.scores
+        """Sum the BM25 weights precomputed for the query tokens (contiguous slices + bincount)."""
+        sc = self._bm25
         indptr, indices, data = sc["indptr"], sc["indices"], sc["data"]
         spans = [(int(indptr[t]), int(indptr[t + 1])) for t in query.tolist()]  # each term's postings are contiguous
         docs = np.concatenate([indices[a:b] for a, b in spans])

@@ -133,11 +133,14 @@ def test_note_outside_the_index_and_empty_vault(small: Vault, tmp_path: Path) ->
 
 
 def test_vectorised_bm25_matches_bm25s(small: Vault) -> None:
+    """enrich computes BM25 (Lucene) itself; bm25s, a test dependency, is the reference."""
     index = CandidateIndex(small)
     ref = bm25s.BM25()
     ref.index((index._tokens, index._vocab), show_progress=False)
-    assert np.array_equal(ref.scores["indptr"], index._bm25.scores["indptr"])
-    assert np.allclose(ref.scores["data"], index._bm25.scores["data"], atol=1e-5)
+    for key in ("indptr", "indices"):
+        assert np.array_equal(ref.scores[key], index._bm25[key])
+    assert np.allclose(ref.scores["data"], index._bm25["data"], atol=1e-5)
+    assert ref.scores["num_docs"] == index._bm25["num_docs"]
 
 
 def test_golden_candidates_are_valid(tmp_path: Path) -> None:
