@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import copy
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Annotated, Any, Iterable, Sequence
@@ -82,7 +81,10 @@ class Enrichment(BaseModel):
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """What one note's answer must match: the shared model plus its allowed related ids."""
+    """What one note's answer must match: the shared model plus its allowed related ids.
+
+    `schema` shares all but its `related` part with every other spec: copy it before changing it.
+    """
 
     allowed: tuple[str, ...]
     schema: dict[str, Any] = field(compare=False, repr=False)
@@ -109,8 +111,8 @@ class OutputSpec:
 def output_spec(candidates: Sequence[str], own_id: str, example_points: Iterable[str] = ()) -> OutputSpec:
     """The spec for a note whose `related` items may only be candidate ids (never itself)."""
     allowed = tuple(dict.fromkeys(c for c in candidates if c != own_id))
-    schema = copy.deepcopy(_base_schema())
-    schema["properties"]["related"] = _related_schema(allowed)
+    base = _base_schema()  # shared by every spec: new dicts only on the path to `related` (readers copy to edit)
+    schema = {**base, "properties": {**base["properties"], "related": _related_schema(allowed)}}
     return OutputSpec(allowed, schema, frozenset(p.strip().casefold() for p in example_points))
 
 
@@ -122,7 +124,7 @@ def _related_schema(allowed: tuple[str, ...]) -> dict[str, Any]:
 
 @cache
 def _base_schema() -> dict[str, Any]:
-    """The strict JSON schema of Enrichment, built once (output_spec copies it)."""
+    """The strict JSON schema of Enrichment, built once (output_spec shares it: never edit it in place)."""
     schema = json_schema(Enrichment)
     schema["title"] = "NoteEnrichment"
     schema.pop("description", None)

@@ -372,13 +372,6 @@ def test_spec_related_enum_and_own_id() -> None:
     assert empty["maxItems"] == 0 and empty["items"] == {"const": "__none__", "type": "string"}
 
 
-def test_specs_do_not_share_schema_objects() -> None:
-    one, two = output_spec(["a-note"], "x"), output_spec(["b-note"], "x")
-    one.schema["properties"]["key_points"]["maxItems"] = 99
-    assert two.schema["properties"]["key_points"]["maxItems"] == 5
-    assert output_spec(["a-note"], "x").schema["properties"]["key_points"]["maxItems"] == 5
-
-
 def test_spec_rejects_unknown_and_missing_candidates() -> None:
     with pytest.raises(ValidationError, match="'zz' is not one of the candidate ids"):
         SPEC.validate(valid_enrichment(["zz"]))
@@ -496,3 +489,22 @@ def test_direct_post_verifies_https_with_certifi_or_ssl_cert_file(
     with pytest.raises(ConfigError, match="cannot load CA certificates from .*missing.pem") as info:
         tls_context()
     assert "SSL_CERT_FILE" in (info.value.hint or "")
+
+
+def test_specs_share_the_base_schema_and_no_path_edits_it(fake_openai: FakeOpenAI) -> None:
+    """output_spec shares one cached schema between notes: every mode, and the local model's schema edits, copy."""
+    from enrich.providers.grammar import extractive_schema, local_schema
+    from enrich.schema import _base_schema
+
+    before = json.dumps(_base_schema(), sort_keys=True)
+    fake_openai.refuse = {"json_schema", "json_object"}
+    fake_openai.push(content(json.dumps(valid_enrichment(["beta-note"]))))
+    assert Harness(fake_openai).run().mode == "text"  # json_schema, json_object, then text: all three built
+    spec = output_spec(CANDIDATES, "self-note")
+    local_schema(spec.schema)
+    extractive_schema(local_schema(spec.schema), ["One sentence here.", "Another one here.", "A third one here."])
+    assert json.dumps(_base_schema(), sort_keys=True) == before
+    other = output_spec(["zeta-note"], "self-note")
+    assert other.schema["properties"]["related"]["items"]["enum"] == ["zeta-note"]
+    assert spec.schema["properties"]["related"]["items"]["enum"] == CANDIDATES
+    assert other.schema["properties"]["key_points"] is spec.schema["properties"]["key_points"]
