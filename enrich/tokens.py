@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import marshal
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import tiktoken
@@ -71,10 +75,50 @@ def _load(model: str) -> Counter:
     except KeyError:
         name = "cl100k_base"
     try:
-        return Counter(tiktoken.get_encoding(name), name, True)
+        return Counter(get_encoding(name), name, True)
     except Exception:  # noqa: BLE001 - offline: tiktoken could not download the encoding
         pass
-    return Counter(tiktoken.get_encoding(FALLBACK), FALLBACK, name == "cl100k_base")
+    return Counter(get_encoding(FALLBACK), FALLBACK, name == "cl100k_base")
+
+
+def cache_file(name: str) -> Path:
+    """Where an encoding's parsed tables are kept: $XDG_CACHE_HOME (or ~/.cache)/enrich/, per tiktoken version."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "enrich" / f"tiktoken-{name}-{tiktoken.__version__}.marshal"
+
+
+def get_encoding(name: str) -> tiktoken.Encoding:
+    """tiktoken.get_encoding(name), its parsed tables kept in cache_file (about 0.2 s less per run)."""
+    path = cache_file(name)
+    try:
+        raw = path.read_bytes()
+        digest, blob = raw[:32], raw[32:]
+        if hashlib.sha256(blob).digest() == digest:
+            return tiktoken.Encoding(**marshal.loads(blob))
+    except (OSError, EOFError, ValueError, TypeError):
+        pass  # absent or damaged: parse the encoding again and rewrite the file
+    enc = tiktoken.get_encoding(name)
+    _save(path, enc)
+    return enc
+
+
+def _save(path: Path, enc: tiktoken.Encoding) -> None:
+    """Write an encoding's tables (best effort: a read-only home just means no cache)."""
+    spec = {"name": enc.name, "pat_str": getattr(enc, "_pat_str", None), "special_tokens": getattr(enc, "_special_tokens", None),
+            "mergeable_ranks": getattr(enc, "_mergeable_ranks", None)}
+    if any(v is None for v in spec.values()):
+        return  # a tiktoken without these attributes: nothing to cache
+    blob = marshal.dumps(spec)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(hashlib.sha256(blob).digest() + blob)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def counter_for(model: str, warn: Callable[[str], None] | None = None) -> Counter:
