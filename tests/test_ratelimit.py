@@ -87,8 +87,8 @@ def test_tokens_per_minute_are_paced() -> None:
 
 def test_no_limits_means_no_waiting() -> None:
     limiter = RateLimiter()
-    times = asyncio.run(_grant_times(limiter, [5000] * 200))
-    assert max(times) < 0.1 and limiter.stats.waited == 0
+    asyncio.run(_grant_times(limiter, [5000] * 200))
+    assert limiter.stats.acquired == 200 and limiter.stats.waited == 0  # counted, not timed: CI machines are shared
 
 
 def test_a_cancelled_waiter_does_not_block_the_queue() -> None:
