@@ -54,3 +54,71 @@ def test_direct_post_verifies_https_with_certifi_or_ssl_cert_file(
     with pytest.raises(ConfigError, match="cannot load CA certificates from .*missing.pem") as info:
         tls_context()
     assert "SSL_CERT_FILE" in (info.value.hint or "")
+
+
+def test_all_proxy_is_used_and_a_socks_proxy_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from enrich.errors import ConfigError
+    from enrich.providers.direct import env_proxy
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ALL_PROXY", "http://user:secret@proxy.local:3128")
+    assert env_proxy("https://api.openai.com/v1/chat/completions") == "http://user:secret@proxy.local:3128"
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:secret@proxy.local:1080")
+    with pytest.raises(ConfigError, match="not an http:// proxy") as info:
+        env_proxy("https://api.openai.com/v1/chat/completions")
+    assert "secret" not in str(info.value) and "ENRICH_HTTP_CLIENT=httpx" in (info.value.hint or "")
+
+
+
+def test_requests_go_through_the_http_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forward proxy on 127.0.0.1 sees the chat request and relays it to the fake server."""
+    import asyncio
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from typing import Any
+
+    from fakeserver import FakeOpenAI
+
+    from enrich.providers.direct import DirectPost
+
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            seen.append(self.path)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
+            req = urllib.request.Request(self.path, data=body, headers=headers, method="POST")
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req) as answer:
+                data = answer.read()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    for var in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    try:
+        with FakeOpenAI() as server:
+            post = DirectPost(server.url, "k", 5)
+
+            async def go() -> Any:
+                try:
+                    return await post.post({"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]})
+                finally:
+                    await post.aclose()
+
+            headers, body = asyncio.run(go())
+            assert seen == [f"{server.url}/chat/completions"] and len(server.chats) == 1
+            assert body["object"] == "chat.completion"
+    finally:
+        proxy.shutdown()

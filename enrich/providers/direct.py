@@ -119,13 +119,20 @@ def _version() -> str:
 
 
 def env_proxy(url: str) -> str | None:
-    """The proxy HTTP(S)_PROXY / NO_PROXY name for url, read once (aiohttp's trust_env asks a thread per request)."""
+    """The proxy HTTP(S)_PROXY / ALL_PROXY / NO_PROXY name for url, read once (aiohttp's trust_env asks a thread per request)."""
     scheme, _, rest = url.partition("://")
     host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
     hostname = host if host.startswith("[") else host.split(":", 1)[0]
     if urllib.request.proxy_bypass(hostname):
         return None
-    return urllib.request.getproxies().get(scheme.lower())
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(scheme.lower()) or proxies.get("all")
+    if proxy and not proxy.lower().startswith(("http://", "https://")):
+        raise ConfigError(
+            f"the proxy for {scheme} ({proxy.split('://', 1)[0]}://...) is not an http:// proxy, which is all aiohttp supports",
+            hint="set ENRICH_HTTP_CLIENT=httpx to send through the openai SDK's httpx client instead",
+        )
+    return proxy or None
 
 
 def _parse(raw: bytes) -> Any:
