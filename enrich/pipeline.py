@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, Callable
 
-from . import tokens
+from . import buildahead, tokens
 from .cache import Cache, request_key
 from .config import Settings
 from .errors import EnrichError, LLMError, NoteError
@@ -147,6 +147,9 @@ class Pipeline:
         self.calling = False  # True while model calls are in flight (signals then stop cleanly)
         self._writer = NoteWriter(vault.root, "run")
         self._tasks: list[asyncio.Task[None]] = []
+        self._ahead: buildahead.BuildAhead | None = None
+        self._probe = (0.0, 0.0, 0)  # wall, CPU and answers since the calls started (see _probe_loop)
+        self._next_start = 0  # position of the next note whose call starts
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ planning
@@ -178,9 +181,9 @@ class Pipeline:
                 out.append((vn, None, Decision("failed", str(exc))))
         return out
 
-    def build(self, vn: VaultNote, content: Content) -> Request:
-        """The request for one note; its token estimate goes to the limiter and the report."""
-        req = self.builder.build(vn, content)
+    def build(self, vn: VaultNote, content: Content, parts: Any = None) -> Request:
+        """The request for one note (from parts built ahead, if given); its token estimate goes to the limiter and the report."""
+        req = self.builder.assemble(vn, content, *parts) if parts is not None else self.builder.build(vn, content)
         if self.limiter.estimator is not None:
             self.limiter.estimator.seed(req.messages, req.prompt_tokens)
         self.report.estimated_prompt_tokens += req.prompt_tokens
@@ -204,6 +207,7 @@ class Pipeline:
                 self._get_provider()
                 if self.settings.candidates:
                     _ = self.builder.index
+                self._start_building_ahead(work)
             self.progress("start", None, self.report)
             await self._run_all(work)
         finally:
@@ -217,16 +221,16 @@ class Pipeline:
         """Run the notes with bounded concurrency, an optional overall time limit, and clean interruption."""
         sem = asyncio.Semaphore(self.settings.concurrency)
 
-        async def one(vn: VaultNote, content: Content) -> None:
-            async with sem:
-                self._emit(await self._enrich_one(vn, content))
+        async def one(i: int, vn: VaultNote, content: Content) -> None:
+            self._emit(await self._enrich_one(i, vn, content, sem))
+            self._probe_loop()
 
         if not work or self.report.interrupted:
             self._mark_unfinished(work)
             return
         self.calling = True
         try:
-            self._tasks = tasks = [asyncio.create_task(one(vn, c)) for vn, c in work]
+            self._tasks = tasks = [asyncio.create_task(one(i, vn, c)) for i, (vn, c) in enumerate(work)]
             pending: set[asyncio.Task[None]] = set(tasks)  # if we are cancelled from outside: stop them all
             try:
                 done, pending = await asyncio.wait(tasks, timeout=self.settings.time_limit)
@@ -281,12 +285,46 @@ class Pipeline:
         self.report.add(result)
         self.progress("note", result, self.report)
 
-    async def _enrich_one(self, vn: VaultNote, content: Content) -> NoteResult:
-        """Build the request, get a validated result and apply it; failures leave the file untouched."""
+    def _start_building_ahead(self, work: list[tuple[VaultNote, Content]]) -> None:
+        """Fork a waiting child that can build the requests while the loop makes the calls (enrich.buildahead)."""
+        mode = self.settings.build_ahead
+        if not buildahead.usable(len(work), mode) or getattr(self._provider, "name", "") != "openai":
+            return
+        builder = self.builder
+        ahead = buildahead.BuildAhead(len(work), lambda i: builder.parts(*work[i]))
+        if ahead.fork():
+            self._ahead, self._probe = ahead, (time.perf_counter(), time.process_time(), 0)
+            if mode == "on":
+                ahead.start(0)
+
+    def _probe_loop(self) -> None:
+        """After the first answers: start the child if the loop was busy most of the time, else end it."""
+        ahead = self._ahead
+        if ahead is None or ahead.first is not None:
+            return
+        wall, cpu, answers = self._probe
+        self._probe = (wall, cpu, answers + 1)
+        if answers + 1 < buildahead.PROBE_NOTES:
+            return
+        if (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9) >= buildahead.BUSY:
+            ahead.start(self._next_start)
+        else:
+            ahead.close()
+            self._ahead = None
+
+    async def _enrich_one(self, i: int, vn: VaultNote, content: Content, slot: asyncio.Semaphore) -> NoteResult:
+        """Build the request and get a validated result holding a call slot, then apply it; failures leave the file untouched.
+
+        The slot is given back before the rewrite and the write: concurrency bounds the calls in flight, so the
+        next call starts while this note is written.
+        """
         result = NoteResult(vn.rel, "failed", repaired=vn.repaired)
         try:
-            req = self.build(vn, content)
-            value = await self._result_for(req, result)
+            async with slot:
+                self._next_start = i + 1
+                parts = await self._ahead.get(i) if self._ahead is not None else None
+                req = self.build(vn, content, parts)
+                value = await self._result_for(req, result)
             await self._apply(vn, req, value, result)
         except (EnrichError, RewriteError) as exc:
             result.status, result.reason = "failed", str(exc)
@@ -359,7 +397,10 @@ class Pipeline:
         result.status = "enriched"
 
     async def _close(self) -> None:
-        """Release the provider and the cache."""
+        """Release the build-ahead child, the provider and the cache."""
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
         if self._provider is not None:
             await self._provider.aclose()
         self.cache.close()

@@ -102,6 +102,10 @@ class RequestBuilder:
     def build(self, vn: VaultNote, content: Content | None = None) -> Request:
         """Build the request for one note (candidates, prompt, schema, token count)."""
         c = content or self.content(vn)
+        return self.assemble(vn, c, *self.parts(vn, c))
+
+    def parts(self, vn: VaultNote, c: Content) -> tuple[list[Message], list[Candidate], int]:
+        """The costly, picklable part of a request: its messages, candidates and prompt tokens."""
         cands = self.index.candidates(vn, self.settings.candidates) if self.settings.candidates else []
         lines = [f"{x.id}: {_one_line(x.title)}" + (f" — {x.line}" if x.line else "") for x in cands]
         values = {
@@ -114,11 +118,12 @@ class RequestBuilder:
             "lang": c.lang,
         }
         messages = c.prompts.render(values)
+        return messages, cands, self.counter.count_messages(messages, self._known(c, lines))
+
+    def assemble(self, vn: VaultNote, c: Content, messages: list[Message], cands: list[Candidate], tokens: int) -> Request:
+        """The request from its parts (built here or ahead in another process) and the note's schema."""
         spec = output_spec([x.id for x in cands], vn.id, c.prompts.example_points)
-        return Request(
-            vn, c.lang, c.prompts, messages, spec, c.content_hash, cands, c.truncated,
-            self.counter.count_messages(messages, self._known(c, lines)),
-        )
+        return Request(vn, c.lang, c.prompts, messages, spec, c.content_hash, cands, c.truncated, tokens)
 
     def _known(self, c: Content, lines: list[str]) -> list[tuple[str, int]]:
         """Pieces of the prompt whose tokens are already known: the article, the vocabulary, candidate lines."""

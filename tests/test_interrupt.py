@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTES = 40
 
 
-def start_run(srv: FakeOpenAI, vault: Path, *extra: str) -> subprocess.Popen[str]:
+def start_run(srv: FakeOpenAI, vault: Path, *extra: str, build_ahead: str = "auto") -> subprocess.Popen[str]:
     """Start `python -m enrich run` on the vault as a subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ENRICH_"))}
+    env["ENRICH_BUILD_AHEAD"] = build_ahead
     cmd = [sys.executable, "-m", "enrich", "run", str(vault), "--base-url", srv.url, "--model", "fake-model", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -95,10 +96,27 @@ def slow_server(fake_openai: FakeOpenAI) -> FakeOpenAI:
     return fake_openai
 
 
-def test_sigint_cancels_cleanly_and_a_rerun_finishes(tmp_path: Path, slow_server: FakeOpenAI) -> None:
+def no_process_left(vault: Path, timeout: float = 10) -> bool:
+    """True once no process (the run, or a child building its requests) works on this vault any more."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        running = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                running.append(str(vault) in cmdline.read_bytes().decode(errors="replace"))
+            except OSError:
+                continue
+        if not any(running):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("build_ahead", ["off", "on"])
+def test_sigint_cancels_cleanly_and_a_rerun_finishes(tmp_path: Path, slow_server: FakeOpenAI, build_ahead: str) -> None:
     vault = tmp_path / "vault"
     originals = write_vault(vault, NOTES)
-    proc = start_run(slow_server, vault, "-j", "4")
+    proc = start_run(slow_server, vault, "-j", "4", build_ahead=build_ahead)
     wait_for_chats(slow_server, 14, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
@@ -109,6 +127,7 @@ def test_sigint_cancels_cleanly_and_a_rerun_finishes(tmp_path: Path, slow_server
     assert 0 < enriched < NOTES
     assert cached_results(vault) >= enriched  # validated results are kept; finish() checks they are reused
     assert not list(vault.glob(".*.enrich-tmp"))
+    assert no_process_left(vault)
     finish(slow_server, vault, originals, enriched)
 
 
@@ -124,15 +143,19 @@ def test_sigterm_is_handled_like_sigint(tmp_path: Path, slow_server: FakeOpenAI)
     classify(vault, originals)
 
 
-def test_sigkill_leaves_whole_notes_and_a_rerun_reuses_the_cache(tmp_path: Path, slow_server: FakeOpenAI) -> None:
+@pytest.mark.parametrize("build_ahead", ["off", "on"])
+def test_sigkill_leaves_whole_notes_and_a_rerun_reuses_the_cache(
+    tmp_path: Path, slow_server: FakeOpenAI, build_ahead: str
+) -> None:
     vault = tmp_path / "vault"
     originals = write_vault(vault, NOTES)
-    proc = start_run(slow_server, vault, "-j", "8")
+    proc = start_run(slow_server, vault, "-j", "8", build_ahead=build_ahead)
     wait_for_chats(slow_server, 20, proc)
     time.sleep(0.17)  # land somewhere inside a wave of answers being validated and written
     proc.kill()
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    assert no_process_left(vault)  # a child building requests ends with its parent
     untouched, enriched = classify(vault, originals)
     assert 0 < enriched < NOTES
     finish(slow_server, vault, originals, enriched)
