@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import UnsafePathError
 
 
+@lru_cache(maxsize=64)
+def _real_root(root: Path) -> Path:
+    """The real path of a vault root (if it is moved meanwhile, writes are refused, never misplaced)."""
+    return Path(os.path.realpath(root))
+
+
 def ensure_inside(path: Path, root: Path) -> Path:
     """Return the real path of `path`, raising UnsafePathError if it leaves `root`."""
     real = Path(os.path.realpath(path))
-    real_root = Path(os.path.realpath(root))
+    real_root = _real_root(root)
     if real != real_root and real_root not in real.parents:
         raise UnsafePathError(path, f"resolves outside the vault ({real})")
     return real
@@ -24,8 +31,11 @@ def atomic_write(path: Path, data: bytes, root: Path | None = None, *, sync_dir:
     sync_dir=False leaves the folder's fsync to the caller (one per folder for a batch of files).
     """
     target = ensure_inside(path, root) if root is not None else Path(os.path.realpath(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    mode = target.stat().st_mode & 0o7777 if target.exists() else _default_mode()
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mode = _default_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".enrich-tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
