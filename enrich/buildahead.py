@@ -30,10 +30,11 @@ _HEADER = struct.Struct("<I")
 
 
 def usable(count: int, mode: str = "auto") -> bool:
-    """Whether to fork the child: never for "off"; wherever fork exists for "on"; for "auto" also enough notes and cores."""
+    """Whether to fork the child: never for "off"; wherever fork exists for "on"; for "auto" only on Linux (forking
+    a process that has loaded system frameworks is unsafe on macOS), with enough notes and more than one core."""
     if mode == "off" or not hasattr(os, "fork"):
         return False
-    return mode == "on" or (count >= MIN_NOTES and (os.cpu_count() or 1) > 1)
+    return mode == "on" or (sys.platform.startswith("linux") and count >= MIN_NOTES and (os.cpu_count() or 1) > 1)
 
 
 class BuildAhead:

@@ -101,6 +101,7 @@ def test_auto_starts_the_child_only_when_the_loop_is_busy(
     monkeypatch.setattr(buildahead, "PROBE_NOTES", 4)
     monkeypatch.setattr(buildahead, "BUSY", busy)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(buildahead.sys, "platform", "linux")
     write_vault(tmp_path / "v", NOTES)
     with FakeOpenAI() as server:
         report, gets = run(tmp_path / "v", server, "auto")
@@ -116,3 +117,6 @@ def test_off_one_core_or_a_small_run_never_forks(monkeypatch: pytest.MonkeyPatch
     assert not buildahead.usable(buildahead.MIN_NOTES - 1, "auto")
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert not buildahead.usable(10_000, "auto")
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(buildahead.sys, "platform", "darwin")
+    assert not buildahead.usable(10_000, "auto") and buildahead.usable(10_000, "on")
