@@ -122,3 +122,33 @@ def test_requests_go_through_the_http_proxy(monkeypatch: pytest.MonkeyPatch) -> 
             assert body["object"] == "chat.completion"
     finally:
         proxy.shutdown()
+
+
+def test_a_base_url_that_is_not_http_is_a_config_error() -> None:
+    from enrich.errors import ConfigError
+    from enrich.providers.direct import DirectPost
+
+    for bad in ("localhost:8080/v1", "ftp://example.com/v1"):
+        with pytest.raises(ConfigError, match="not an http:// or https:// URL"):
+            DirectPost(bad, "k", 5)
+
+
+def test_text_with_a_lone_surrogate_is_sent_escaped() -> None:
+    import asyncio
+
+    from fakeserver import FakeOpenAI
+
+    from enrich.providers.direct import DirectPost
+
+    with FakeOpenAI() as server:
+        post = DirectPost(server.url, "k", 5)
+
+        async def go() -> None:
+            try:
+                await post.post({"model": "fake-model", "messages": [{"role": "user", "content": "bad \udc80 byte"}]})
+            finally:
+                await post.aclose()
+
+        asyncio.run(go())
+        assert b"\\udc80" in server.requests[0].raw
+

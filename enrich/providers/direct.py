@@ -29,6 +29,8 @@ class DirectPost:
 
     def __init__(self, base_url: str | None, api_key: str, timeout: float) -> None:
         base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        if not base.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"the API base URL {base!r} is not an http:// or https:// URL", hint="check --base-url or OPENAI_BASE_URL")
         self.url = base.rstrip("/") + "/chat/completions"
         self.proxy = env_proxy(self.url)
         self._headers = _headers(api_key)
@@ -51,7 +53,10 @@ class DirectPost:
 
     async def post(self, body: dict[str, Any]) -> tuple[Headers, Any]:
         """(headers, parsed JSON or text) of a 2xx answer; HTTPFailure otherwise."""
-        data = json.dumps(body, ensure_ascii=False).encode()
+        try:
+            data = json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate: escaped, the server decides what it means
+            data = json.dumps(body).encode()
         try:
             async with self._open().post(self.url, data=data, proxy=self.proxy) as resp:
                 raw = await resp.read()
