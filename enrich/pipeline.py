@@ -17,7 +17,7 @@ from typing import Any, Callable
 from . import buildahead, tokens
 from .cache import Cache, request_key
 from .config import Settings
-from .errors import EnrichError, LLMError, NoteError
+from .errors import EnrichError, LLMError
 from .llm import call_validated, sanitize
 from .plan import Decision, decide
 from .prepare import Content, Request, RequestBuilder

@@ -179,9 +179,7 @@ def test_run_learns_server_limits_and_draws_few_429s(tmp_path: Path, fake_openai
     write_vault(tmp_path / "v", 60)
     lim = enforce_limits(fake_openai, rpm=1200, burst_s=1)  # 20 at once, then 20/s
     fake_openai.latency = 0.05
-    start = time.monotonic()
     res = invoke(fake_openai, tmp_path / "v", "-j", "16")
-    elapsed = time.monotonic() - start
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["enriched"] == 60 and report["rate_limited"] == lim.rejected
