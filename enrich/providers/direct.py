@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import ssl
+import urllib.parse
 import urllib.request
 from importlib import metadata
 from typing import Any
@@ -125,10 +126,9 @@ def _version() -> str:
 
 def env_proxy(url: str) -> str | None:
     """The proxy HTTP(S)_PROXY / ALL_PROXY / NO_PROXY name for url, read once (aiohttp's trust_env asks a thread per request)."""
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    hostname = host if host.startswith("[") else host.split(":", 1)[0]
-    if urllib.request.proxy_bypass(hostname):
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme
+    if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     proxies = urllib.request.getproxies()
     proxy = proxies.get(scheme.lower()) or proxies.get("all")

@@ -134,7 +134,7 @@ def _has_aiohttp() -> bool:
     return importlib.util.find_spec("aiohttp") is not None
 
 
-def _direct_kind(kind: str) -> str:
+def _resolve_kind(kind: str) -> str:
     """Resolve "auto": chat calls go through DirectPost when aiohttp is installed, else the SDK's httpx client."""
     if kind == "direct" and not _has_aiohttp():
         raise ConfigError(
@@ -191,7 +191,7 @@ class OpenAIProvider:
         self._secret = api_key or ""
         self._wait: Wait = wait or self.default_wait
         self._sleep: Sleep = sleep or asyncio.sleep
-        self.http_client = _direct_kind(http_client)
+        self.http_client = _resolve_kind(http_client)
         self._poster = _poster(self.http_client, base_url, api_key or DUMMY_KEY, timeout)
 
     def __repr__(self) -> str:
@@ -298,7 +298,7 @@ class OpenAIProvider:
     async def _send(self, kwargs: dict[str, Any]) -> Any:
         """One HTTP request under the rate limiter; remembers the x-ratelimit-* headers of every answer.
 
-        Either path raises the SDK's exceptions, so retries and error mapping are the same for both.
+        Every HTTP path raises HTTPFailure, so retries and error mapping are the same for all of them.
         """
         limiter = self.limiter
         ticket = await limiter.acquire(limiter.cost(kwargs["messages"], kwargs[self._token_param])) if limiter else None

@@ -9,7 +9,6 @@ import openai
 from enrich.errors import ConfigError
 from enrich.providers.wire import Headers, HTTPFailure
 
-DUMMY_KEY = "not-needed"
 RAW_HEADER = {"X-Stainless-Raw-Response": "true"}  # what .with_raw_response sets: keep the headers
 
 
@@ -30,12 +29,10 @@ def failure(exc: openai.APIError) -> HTTPFailure:
     """The HTTPFailure an SDK error describes."""
     if isinstance(exc, openai.APITimeoutError):
         return HTTPFailure(None, "request timed out", timed_out=True)
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body
-        message = body.get("message") if isinstance(body, dict) else None
-        if not (isinstance(message, str) and message):
-            message = body.strip()[:500] if isinstance(body, str) and body.strip() else exc.message
-        return HTTPFailure(exc.status_code, message, headers=exc.response.headers, body=body, param=exc.param)
+    if isinstance(exc, openai.APIStatusError):  # its body is the answer's error object, or its text
+        fail = HTTPFailure.from_answer(exc.status_code, exc.response.headers, exc.body)
+        fail.message = fail.message or exc.message  # an empty answer: the SDK's "Error code: N"
+        return fail
     if isinstance(exc, openai.APIConnectionError):
         return HTTPFailure(None, f"connection failed ({exc.__cause__ or exc})")
     return HTTPFailure(getattr(exc, "status_code", 0) or 0, exc.message)  # e.g. an answer the SDK cannot read
