@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,18 +31,24 @@ def atomic_write(path: Path, data: bytes, root: Path | None = None, *, sync_dir:
     sync_dir=False leaves the folder's fsync to the caller (one per folder for a batch of files).
     """
     target = ensure_inside(path, root) if root is not None else Path(os.path.realpath(path))
+    write_real(target, data, sync_dir=sync_dir)
+    return target
+
+
+def write_real(target: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    """Write bytes atomically to a path already resolved (and checked) by the caller; keep its permissions."""
     try:
-        mode = target.stat().st_mode & 0o7777
+        mode = os.stat(target).st_mode & 0o7777
     except FileNotFoundError:
         target.parent.mkdir(parents=True, exist_ok=True)
         mode = _default_mode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".enrich-tmp", dir=target.parent)
+    fd, tmp = _temp_file(target)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            _chmod(fh.fileno(), tmp, mode)
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -50,7 +56,28 @@ def atomic_write(path: Path, data: bytes, root: Path | None = None, *, sync_dir:
         raise
     if sync_dir:
         fsync_dir(target.parent)
-    return target
+
+
+def _chmod(fd: int, path: str, mode: int) -> None:
+    """Set a temp file's permissions through its descriptor where the platform allows."""
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+    else:  # pragma: no cover - Windows before 3.13
+        os.chmod(path, mode)
+
+
+_serial = itertools.count()
+
+
+def _temp_file(target: Path) -> tuple[int, str]:
+    """Create a new hidden temp file beside target (exclusive create, 0600); return its fd and path."""
+    folder, name = os.fspath(target.parent), target.name
+    while True:
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}-{next(_serial)}.enrich-tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600), tmp
+        except FileExistsError:
+            continue  # a leftover of an earlier process with the same pid
 
 
 def _default_mode() -> int:

@@ -35,10 +35,11 @@ class Journal:
         self.dir = vault_root / ".enrich" / "journal" / stamp
         self.entries: list[dict[str, Any]] = []
         self.command = command
+        self._made = False  # the journal folder exists (made by this journal)
 
-    def _entry(self, path: Path, new: bytes, orig: tuple[str, int, int] | None) -> dict[str, Any]:
+    def _entry(self, path: Path, new: bytes, orig: tuple[str, int, int] | None, real: bool) -> dict[str, Any]:
         """Describe one file: where its original bytes are kept (file, offset, length) and what was written."""
-        rel = path.resolve().relative_to(self._real_root).as_posix()
+        rel = (path if real else path.resolve()).relative_to(self._real_root).as_posix()
         entry: dict[str, Any] = {"path": rel, "orig": None, "written": _sha(new)}
         if orig is not None:
             entry["orig"], entry["at"] = orig[0], [orig[1], orig[2]]
@@ -53,15 +54,20 @@ class Journal:
         """Record new files (no original) with one manifest append."""
         self.record_many([(path, None, data) for path, data in items])
 
-    def record_many(self, items: Sequence[tuple[Path, bytes | None, bytes]]) -> None:
+    def record_many(self, items: Sequence[tuple[Path, bytes | None, bytes]], *, real: bool = False) -> None:
         """Record several files durably before any is written: originals in one file, then one manifest append.
 
         Three fsyncs per call whatever its size: the originals, the manifest and the journal folder.
+        real=True: the paths are already resolved (the caller checked them), so they are not resolved again.
         """
-        first = not self.dir.is_dir()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        first = False
+        if not self._made:
+            first = not self.dir.is_dir()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._made = True
         blob, spans = self._save_originals([o for _, o, _ in items])
-        lines = [self._entry(p, n, (blob, *spans.pop(0)) if o is not None else None) for p, o, n in items]
+        spans.reverse()
+        lines = [self._entry(p, n, (blob, *spans.pop()) if o is not None else None, real) for p, o, n in items]
         manifest = self.dir / MANIFEST
         with manifest.open("a", encoding="utf-8") as fh:
             if fh.tell() == 0:

@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 from .errors import NoteError
-from .fsio import atomic_write, fsync_dir
+from .fsio import ensure_inside, fsync_dir, write_real
 from .journal import Journal
 from .vault import VaultNote
 
@@ -48,24 +48,31 @@ class NoteWriter:
         """Write every pending note: check, journal (one fsync), replace each, fsync each folder once."""
         items = [item for item in self._pending if not item[2].done()]
         self._pending, self._scheduled = [], False
-        ready = [item for item in items if self._unchanged(item)]
+        ready = [(item, real) for item in items if (real := self._target(item)) is not None and self._unchanged(item)]
         if not ready or not self._journaled(ready):
             return
         written: list[_Item] = []
         folders: set[Path] = set()
-        for vn, data, done in ready:
+        for (vn, data, done), real in ready:
             try:
-                folders.add(atomic_write(vn.path, data, self.root, sync_dir=False).parent)
-            except NoteError as exc:
-                done.set_exception(exc)
+                write_real(real, data, sync_dir=False)
             except OSError as exc:
                 done.set_exception(NoteError(vn.path, f"cannot write: {exc.strerror or exc}"))
             else:
+                folders.add(real.parent)
                 written.append((vn, data, done))
         for folder in folders:
             fsync_dir(folder)
         for _, _, done in written:
             done.set_result(None)
+
+    def _target(self, item: _Item) -> Path | None:
+        """The real path the note will be written to (resolved once), or None after failing an unsafe one."""
+        try:
+            return ensure_inside(item[0].path, self.root)
+        except NoteError as exc:
+            item[2].set_exception(exc)
+            return None
 
     def _unchanged(self, item: _Item) -> bool:
         """True when the file still holds what was read; otherwise fail the item."""
@@ -80,14 +87,14 @@ class NoteWriter:
             return False
         return True
 
-    def _journaled(self, items: list[_Item]) -> bool:
+    def _journaled(self, items: list[tuple[_Item, Path]]) -> bool:
         """Record the originals of items in the undo journal; fail them all if that is impossible."""
         try:
             if self.journal is None:
                 self.journal = Journal(self.root, self.command)
-            self.journal.record_many([(vn.path, vn.raw, data) for vn, data, _ in items])
+            self.journal.record_many([(real, vn.raw, data) for (vn, data, _), real in items], real=True)
         except (OSError, ValueError) as exc:
-            for vn, _, done in items:
+            for (vn, _, done), _ in items:
                 done.set_exception(NoteError(vn.path, f"cannot record it in the undo journal: {exc}"))
             return False
         return True

@@ -193,17 +193,17 @@ def test_a_write_under_way_when_interrupted_is_finished_and_counted(
 
     vault = tmp_path / "vault"
     originals = write_vault(vault, 6)
-    real_write = writer.atomic_write
+    real_write = writer.write_real
     interrupted: list[Path] = []
 
-    def write_then_slow(path: Path, data: bytes, root: Path | None = None, **kw: Any) -> Path:
+    def write_then_slow(path: Path, data: bytes, **kw: Any) -> None:
         if not interrupted:
             interrupted.append(path)
             os.kill(os.getpid(), signal.SIGINT)  # the run's handler asks the event loop to stop
             time.sleep(0.3)  # the loop cancels every task meanwhile
-        return real_write(path, data, root, **kw)
+        real_write(path, data, **kw)
 
-    monkeypatch.setattr(writer, "atomic_write", write_then_slow)
+    monkeypatch.setattr(writer, "write_real", write_then_slow)
     runner = CliRunner(env={"OPENAI_API_KEY": None, "ENRICH_MODEL": None, "ENRICH_BASE_URL": None})
     res = runner.invoke(cli, ["run", str(vault), "--base-url", fake_openai.url, "--model", "fake-model", "-j", "1"])
     assert res.exit_code == 130, res.output
@@ -254,6 +254,39 @@ def test_notes_written_in_one_loop_turn_share_their_journal_and_folder_fsyncs(
     assert all((vault / name).read_bytes() == data + b"\nenriched\n" for name, data in originals.items())
     undo_last(vault)
     assert all((vault / name).read_bytes() == data for name, data in originals.items())
+
+
+def test_a_batch_with_a_note_linked_out_of_the_vault_writes_the_others_and_journals_only_them(tmp_path: Path) -> None:
+    """A note whose file became a symlink out of the vault fails before the journal; the batch's others are
+    written with their permissions kept, and undo restores exactly them."""
+    import asyncio
+
+    from enrich.errors import UnsafePathError
+    from enrich.journal import read_manifest, undo_last
+    from enrich.writer import NoteWriter
+
+    vault = tmp_path / "vault"
+    originals = write_vault(vault, 3)
+    notes = scan_vault(vault, default_roles()).notes
+    outside = tmp_path / "outside.md"
+    outside.write_bytes(notes[0].raw)
+    notes[0].path.unlink()
+    notes[0].path.symlink_to(outside)
+    notes[1].path.chmod(0o640)
+
+    async def write_all() -> list[BaseException | None]:
+        writer = NoteWriter(vault)
+        return await asyncio.gather(*(writer.write(vn, vn.raw + b"\nnew\n") for vn in notes), return_exceptions=True)
+
+    results = asyncio.run(write_all())
+    assert isinstance(results[0], UnsafePathError) and results[1:] == [None, None]
+    assert outside.read_bytes() == originals[notes[0].path.name]
+    assert notes[1].path.stat().st_mode & 0o777 == 0o640
+    run_dir = next((vault / ".enrich" / "journal").iterdir())
+    assert sorted(e["path"] for e in read_manifest(run_dir)) == sorted(vn.rel for vn in notes[1:])
+    assert not [p for p in os.listdir(vault) if p.endswith(".enrich-tmp")]
+    undo_last(vault)
+    assert all(vn.path.read_bytes() == originals[vn.path.name] for vn in notes[1:])
 
 
 def test_undo_reads_batched_originals_and_older_single_file_journals(tmp_path: Path) -> None:
