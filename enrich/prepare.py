@@ -126,9 +126,10 @@ class RequestBuilder:
         return Request(vn, c.lang, c.prompts, messages, spec, c.content_hash, cands, c.truncated, tokens)
 
     def _known(self, c: Content, lines: list[str]) -> list[tuple[str, int]]:
-        """Pieces of the prompt whose tokens are already known: the article, the vocabulary, candidate lines."""
+        """Pieces of the prompt whose tokens are already known: the article, the vocabulary, the candidate lines."""
         cached = self.counter.count_cached
-        return [(c.text, c.tokens), (self._vocab_line, cached(self._vocab_line)), *((ln, cached(ln)) for ln in lines)]
+        block = (("\n".join(lines), sum(map(cached, lines))),) if lines else ()  # a line's "\n" mostly merges into its end
+        return [(c.text, c.tokens), (self._vocab_line, cached(self._vocab_line)), *block]
 
     def counter_fit(self, text: str) -> tuple[str, bool, int]:
         """Fit the article into --max-input-tokens, keeping whole paragraphs from the start (and its tokens)."""
