@@ -18,11 +18,15 @@ _TAG_RE = re.compile(r"</?[A-Za-z][^>]*>")
 _MD_IMAGE_RE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _MD_LINK_RE = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _WIKILINK_RE = re.compile(r"\[\[([^\]|]*)(?:\|([^\]]*))?\]\]")
-_URL_RE = re.compile(r"(?:https?|ftp)://\S+|www\.\S+")
-_LINE_MARK_RE = re.compile(
-    r"(?m)^[ \t]{0,3}(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+|\d+\.[ \t]+)"
-)
-_EMPHASIS_RE = re.compile(r"\*\*|__|~~|`+")
+# The URL, line-mark and emphasis patterns start with a literal (or one of a few literals: "``*", not "`+"), so sre
+# scans for where a match can start instead of trying every position; the passes skip branches the text cannot match.
+_URL_RE = re.compile(r"https?://\S+|ftp://\S+|www\.\S+")
+_HTTP_RE = re.compile(r"https?://\S+")  # _URL_RE when the text has neither "ftp://" nor "www."
+_WWW_RE = re.compile(r"www\.\S+")  # _URL_RE when the text has no "://"
+_LINE_MARK = r"[ \t]{0,3}(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+|\d+\.[ \t]+)"  # at a line start; never spans "\n"
+_FIRST_MARK_RE = re.compile(_LINE_MARK)  # the mark on the first line
+_LINE_MARK_RE = re.compile("\n" + _LINE_MARK)  # a mark on a later line, with the newline before it
+_EMPHASIS_RE = re.compile(r"\*\*|__|~~|``*")
 _LETTER_RE = re.compile(r"[^\W\d_]")
 _HAS_TAG_RE = re.compile(r"</?[A-Za-z][^>]*>|&(?:#\d+|[A-Za-z]+);")
 # gzip magic 1F 8B read as latin-1 / utf-8 with replacement / cp1252; zlib 78 9C.
@@ -44,10 +48,41 @@ def visible_text(content: str) -> str:
     if "](" in text:
         text = _MD_LINK_RE.sub(r"\1", text)
     if "://" in text or "www." in text:
-        text = _URL_RE.sub(" ", text)
-    text = _EMPHASIS_RE.sub("", _LINE_MARK_RE.sub("", text))
-    text = html.unescape(text)
+        text = _strip_urls(text)
+    text = html.unescape(_strip_emphasis(_strip_line_marks(text)))
     return " ".join(text.split())
+
+
+def _strip_urls(text: str) -> str:
+    """Replace each URL with a space, using only the _URL_RE branches the text can match."""
+    if "www." not in text:
+        return _HTTP_RE.sub(" ", text) if "ftp://" not in text else _URL_RE.sub(" ", text)
+    return _WWW_RE.sub(" ", text) if "://" not in text else _URL_RE.sub(" ", text)
+
+
+def _strip_line_marks(text: str) -> str:
+    """Remove heading, quote and list marks at line starts (a mark never contains a newline)."""
+    first = _FIRST_MARK_RE.match(text)
+    if first:
+        text = text[first.end() :]
+    return _LINE_MARK_RE.sub("\n", text) if "\n" in text else text
+
+
+def _strip_emphasis(text: str) -> str:
+    """Remove **, __, ~~ (left to right, as one _EMPHASIS_RE pass would) and every backtick."""
+    # With pairs of one kind only, str.replace removes the same leftmost non-overlapping pairs as the regex; with
+    # two kinds, removing one first can join runs of the other ("_**_" is "__" after one pass), so use the regex.
+    if "**" in text:
+        if "__" in text or "~~" in text:
+            return _EMPHASIS_RE.sub("", text)
+        text = text.replace("**", "")
+    elif "__" in text:
+        if "~~" in text:
+            return _EMPHASIS_RE.sub("", text)
+        text = text.replace("__", "")
+    elif "~~" in text:
+        text = text.replace("~~", "")
+    return text.replace("`", "") if "`" in text else text  # backticks are never part of a pair
 
 
 _SAMPLE_PREFIX = 8000
