@@ -27,6 +27,8 @@ LINE_CHARS = 100
 QUERY_TERMS = 64  # terms of a note used to find similar notes
 W_TEXT, W_TAGS, W_LINKS, W_BACKLINK = 1.0, 0.35, 0.35, 0.25
 K1, B = 1.5, 0.75  # BM25 (Lucene variant) parameters, bm25s's defaults
+DENSE_SHARE = 16  # a term in more than max(64, notes/DENSE_SHARE) notes gets a dense row of BM25 weights
+DENSE_BYTES = 32 << 20  # memory cap of those rows (the most common terms first)
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORD = re.compile(r"[a-z0-9]+")
@@ -204,8 +206,8 @@ class _Features:
                 postings[fid].append(i)
         self.n = len(rows)
         self.postings = [np.asarray(p, dtype=np.int64) for p in postings]
-        df = np.asarray([len(p) for p in postings], dtype=np.float64)
-        self.idf = np.where(df > 1, np.log1p(self.n / np.maximum(df, 1)), 0.0).astype(np.float32)
+        self.df = np.asarray([len(p) for p in postings], dtype=np.int64)
+        self.idf = np.where(self.df > 1, np.log1p(self.n / np.maximum(self.df, 1)), 0.0).astype(np.float32)
 
     def similarity(self, features: Iterable[str]) -> FloatArray:
         """Per note: IDF-weighted share of these features it also has (0..1)."""
@@ -214,8 +216,8 @@ class _Features:
         if total <= 0.0:
             return np.zeros(self.n, dtype=np.float32)
         rows = np.concatenate([self.postings[i] for i in ids])
-        weights = np.concatenate([np.full(len(self.postings[i]), self.idf[i]) for i in ids])
-        return (np.bincount(rows, weights=weights, minlength=self.n) / total).astype(np.float32)
+        sums = np.bincount(rows, weights=np.repeat(self.idf[ids], self.df[ids]), minlength=self.n)
+        return np.divide(sums, total, out=sums).astype(np.float32)
 
 
 def bm25_matrix(docs: list[list[int]], n_vocab: int, k1: float = K1, b: float = B, dtype: Any = np.float32) -> dict[str, Any]:
@@ -237,7 +239,7 @@ def bm25_matrix(docs: list[list[int]], n_vocab: int, k1: float = K1, b: float = 
 class CandidateIndex:
     """Ranks the notes of a vault as link candidates for one note; built once per run."""
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, dense_df: int | None = None) -> None:
         self.vault = vault
         self.notes = list(vault.notes)
         self._pos = {vn.rel: i for i, vn in enumerate(self.notes)}
@@ -250,6 +252,8 @@ class CandidateIndex:
         self._tokens = [list(map(ids.__getitem__, note_tokens(vn))) for vn in self.notes]
         self._vocab = dict(ids)
         self._bm25 = bm25_matrix(self._tokens, len(self._vocab))
+        self._dense_row, self._dense = self._dense_rows(dense_df)
+        self._query_idf = np.log1p(len(self.notes) / np.maximum(np.diff(self._bm25["indptr"]), 1))
         link_keys = [_link_keys(vault, vn) for vn in self.notes]
         self._tags = _Features([self._tag_keys(vn) for vn in self.notes])
         self._links = _Features(link_keys)
@@ -259,7 +263,7 @@ class CandidateIndex:
     @staticmethod
     def _tag_keys(vn: VaultNote) -> set[str]:
         """The folded tags of a note."""
-        return {fold_tag(t) for t in vn.tags if fold_tag(t)}
+        return set(filter(None, map(fold_tag, vn.tags)))
 
     def _token_ids(self, tokens: list[str]) -> list[int]:
         """Vocabulary ids of a query's tokens (unknown tokens dropped)."""
@@ -286,23 +290,41 @@ class CandidateIndex:
 
     def _query_terms(self, tokens: list[int]) -> npt.NDArray[np.int64]:
         """The note's most telling terms (tf x idf), at most QUERY_TERMS, as a "more like this" query."""
-        ids, tf = np.unique(np.asarray([t for t in tokens if t], dtype=np.int64), return_counts=True)
+        ids, tf = np.unique(np.fromiter(tokens, dtype=np.int64, count=len(tokens)), return_counts=True)
+        if len(ids) and not ids[0]:  # id 0, the empty token
+            ids, tf = ids[1:], tf[1:]
         if len(ids) <= QUERY_TERMS:
             return ids
-        indptr = self._bm25["indptr"]
-        df = np.maximum(indptr[ids + 1] - indptr[ids], 1)
-        weight = tf * np.log1p(len(self.notes) / df)
-        keep = np.lexsort((ids, -weight))[:QUERY_TERMS]
-        return np.asarray(ids[keep], dtype=np.int64)
+        weight = tf * self._query_idf[ids]
+        return ids[np.argsort(-weight, kind="stable")[:QUERY_TERMS]]  # ids ascending among equal weights
+
+    def _dense_rows(self, min_df: int | None) -> tuple[npt.NDArray[np.int64], FloatArray]:
+        """Each term's dense row (-1: none) and the rows: BM25 weights of the terms in more than min_df notes."""
+        sc, n = self._bm25, len(self.notes)
+        indptr, indices, data = sc["indptr"], sc["indices"], sc["data"]
+        df = np.diff(indptr)
+        cut = max(64, n // DENSE_SHARE) if min_df is None else min_df  # None: the default share
+        common = np.flatnonzero(df > cut)
+        common = np.sort(common[np.lexsort((common, -df[common]))][: DENSE_BYTES // max(4 * n, 1)])  # most common first
+        row = np.full(len(df), -1, dtype=np.int64)
+        row[common] = np.arange(len(common))
+        dense = np.zeros((len(common), n), dtype=np.float32)
+        for r, t in enumerate(common.tolist()):
+            dense[r, indices[indptr[t] : indptr[t + 1]]] = data[indptr[t] : indptr[t + 1]]
+        return row, dense
 
     def _bm25_scores(self, query: npt.NDArray[np.int64]) -> FloatArray:
-        """Sum the BM25 weights precomputed for the query tokens (contiguous slices + bincount)."""
-        sc = self._bm25
-        indptr, indices, data = sc["indptr"], sc["indices"], sc["data"]
-        spans = [(int(indptr[t]), int(indptr[t + 1])) for t in query.tolist()]  # each term's postings are contiguous
-        docs = np.concatenate([indices[a:b] for a, b in spans])
-        weights = np.concatenate([data[a:b] for a, b in spans])
-        return np.bincount(docs, weights=weights, minlength=len(self.notes)).astype(np.float32)
+        """Sum the BM25 weights of the query terms: dense rows of common terms, a bincount of the others' postings."""
+        sc, n = self._bm25, len(self.notes)
+        rows = self._dense_row[query]
+        rare = query[rows < 0]
+        starts = sc["indptr"][rare]
+        lens = sc["indptr"][rare + 1] - starts
+        spans = np.arange(int(lens.sum())) + np.repeat(starts - np.cumsum(lens) + lens, lens)  # each term's postings
+        out = np.bincount(sc["indices"][spans], weights=sc["data"][spans], minlength=n) if len(spans) else np.zeros(n)
+        if len(rows) > len(rare):  # float64 sums, as bincount's: the same float32 scores but for rare roundings
+            out += np.add.reduce(self._dense[rows[rows >= 0]], axis=0, dtype=np.float64)
+        return out.astype(np.float32)
 
     def scores(self, vn: VaultNote) -> FloatArray:
         """Combined score of every indexed note as a candidate for vn."""
@@ -327,10 +349,8 @@ class CandidateIndex:
             return []
         total = self.scores(vn)
         excluded = self._excluded(vn)
-        want = min(len(total), k + len(excluded))
-        top = np.argpartition(-total, want - 1)[:want] if want < len(total) else np.arange(len(total))
-        if len(top):
-            top = np.flatnonzero(total >= max(float(total[top].min()), 1e-9))  # every note tied with the last one
+        nth = len(total) - min(len(total), k + len(excluded))
+        top = np.flatnonzero(total >= max(float(np.partition(total, nth)[nth]), 1e-9))  # ties of the last one too
         rounded = np.round(total[top].astype(np.float64), 6)
         picks: list[Candidate] = []
         for i in top[np.lexsort((self._id_rank[top], -rounded))].tolist():  # score descending, then id
