@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import re
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from . import frontmatter, visible
 from .config import STATE_DIR
 from .errors import EnrichError, FeedError
-from .fsio import atomic_write, ensure_inside, fsync_dir
+from .fsio import atomic_write, ensure_inside, fsync_dir, stage
 from .htmlmd import html_to_markdown
 from .journal import Journal
 from .vault import iter_note_files
@@ -284,19 +283,9 @@ def write_notes(items: list[tuple[Path, bytes]], root: Path, journal: BatchJourn
 def _stage(path: Path, data: bytes, mode: int) -> str | OSError:
     """Write and fsync a temp file next to `path`; return its name, or the error (the temp file removed)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".enrich-tmp", dir=path.parent)
+        return stage(path, data, mode)
     except OSError as exc:
         return exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        os.unlink(tmp)
-        return exc
-    return tmp
 
 
 def _umask() -> int:

@@ -42,13 +42,8 @@ def write_real(target: Path, data: bytes, *, sync_dir: bool = True) -> None:
     except FileNotFoundError:
         target.parent.mkdir(parents=True, exist_ok=True)
         mode = _default_mode()
-    fd, tmp = _temp_file(target)
+    tmp = stage(target, data, mode)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            _chmod(fh.fileno(), tmp, mode)
-            os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -56,6 +51,24 @@ def write_real(target: Path, data: bytes, *, sync_dir: bool = True) -> None:
         raise
     if sync_dir:
         fsync_dir(target.parent)
+
+
+def stage(target: Path, data: bytes, mode: int) -> str:
+    """Write and fsync data to a new temp file beside target with the given permissions; return its path.
+
+    On failure the temp file is removed and the error raised; the caller renames the temp file over target.
+    """
+    fd, tmp = _temp_file(target)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            _chmod(fh.fileno(), tmp, mode)
+            os.fsync(fh.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
 
 
 def _chmod(fd: int, path: str, mode: int) -> None:
