@@ -252,8 +252,9 @@ class CandidateIndex:
         self._tokens = [list(map(ids.__getitem__, note_tokens(vn))) for vn in self.notes]
         self._vocab = dict(ids)
         self._bm25 = bm25_matrix(self._tokens, len(self._vocab))
+        self._df = np.diff(self._bm25["indptr"])  # notes per term
         self._dense_row, self._dense = self._dense_rows(dense_df)
-        self._query_idf = np.log1p(len(self.notes) / np.maximum(np.diff(self._bm25["indptr"]), 1))
+        self._query_idf = np.log1p(len(self.notes) / np.maximum(self._df, 1))
         link_keys = [_link_keys(vault, vn) for vn in self.notes]
         self._tags = _Features([self._tag_keys(vn) for vn in self.notes])
         self._links = _Features(link_keys)
@@ -301,8 +302,7 @@ class CandidateIndex:
     def _dense_rows(self, min_df: int | None) -> tuple[npt.NDArray[np.int64], FloatArray]:
         """Each term's dense row (-1: none) and the rows: BM25 weights of the terms in more than min_df notes."""
         sc, n = self._bm25, len(self.notes)
-        indptr, indices, data = sc["indptr"], sc["indices"], sc["data"]
-        df = np.diff(indptr)
+        indptr, indices, data, df = sc["indptr"], sc["indices"], sc["data"], self._df
         cut = max(64, n // DENSE_SHARE) if min_df is None else min_df  # None: the default share
         common = np.flatnonzero(df > cut)
         common = np.sort(common[np.lexsort((common, -df[common]))][: DENSE_BYTES // max(4 * n, 1)])  # most common first
