@@ -37,6 +37,9 @@ def extract_json(text: str) -> Any:
     """Return the first balanced top-level JSON object in text (fences and prose allowed)."""
     if not text or not text.strip():
         raise ValueError("empty answer")
+    whole = _whole_object(text)
+    if whole is not None:
+        return whole
     fenced = [m.group(1) for m in _FENCE_RE.finditer(text)]
     last_reason = "no JSON object found"
     for chunk in [*fenced, text]:
@@ -45,6 +48,18 @@ def extract_json(text: str) -> Any:
         except ValueError as exc:
             last_reason = str(exc)
     raise ValueError(last_reason)
+
+
+def _whole_object(text: str) -> dict[str, Any] | None:
+    """The answer when all of it is one JSON object (the usual case: no scan needed), else None."""
+    body = text.strip()
+    if not (body.startswith("{") and body.endswith("}")) or "```" in body:
+        return None
+    try:
+        value = json.loads(body, strict=False)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _first_object(text: str) -> Any:

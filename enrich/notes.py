@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class Note:
         except fmod.FrontmatterError as exc:
             raise BadFrontmatterError(self.path, str(exc)) from exc
 
-    @property
+    @cached_property
     def display_title(self) -> str:
         """Frontmatter title, else the H1, else the file stem."""
         t = self.meta.get("title")

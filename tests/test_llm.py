@@ -11,6 +11,8 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from fakeserver import (
     FakeOpenAI,
@@ -36,6 +38,7 @@ from enrich.errors import (
     ProviderRejected,
     TransportError,
 )
+from enrich import llm
 from enrich.llm import CallResult, call_validated, extract_json, sanitize
 from enrich.providers.openai_provider import OpenAIProvider
 from enrich.schema import output_spec
@@ -455,3 +458,23 @@ def test_specs_share_the_base_schema_and_no_path_edits_it(fake_openai: FakeOpenA
     assert other.schema["properties"]["related"]["items"]["enum"] == ["zeta-note"]
     assert spec.schema["properties"]["related"]["items"]["enum"] == CANDIDATES
     assert other.schema["properties"]["key_points"] is spec.schema["properties"]["key_points"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet=st.sampled_from('ab{}[]"\\:,` \n中')),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), _JSON, max_size=4), st.sampled_from([None, 2]), st.sampled_from(["", " \n", "\r\n"]))
+def test_whole_object_answer_is_read_as_the_scan_reads_it(data: dict[str, Any], indent: int | None, pad: str) -> None:
+    """An answer that is one JSON object takes the fast path; it must give what the brace scan gives."""
+    text = pad + json.dumps(data, indent=indent, ensure_ascii=False) + pad
+    fenced = "```" in text
+    expected = llm._first_object(text) if not fenced else None
+    got = extract_json(text)
+    if not fenced:
+        assert got == expected == data
+    assert llm._whole_object(text) == (None if fenced else data)
