@@ -255,8 +255,7 @@ class FakeOpenAI:
 
     def start(self) -> Self:
         """Serve in a daemon thread."""
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
         self._httpd.handle_error = _quiet_disconnects  # type: ignore[method-assign]
         threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True).start()
         return self
@@ -275,6 +274,17 @@ class FakeOpenAI:
     def __exit__(self, *exc: object) -> None:
         """Stop."""
         self.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server whose listen backlog takes a whole wave of new connections.
+
+    socketserver's default backlog is 5: when 32 calls connect at once, the kernel drops the SYNs past it
+    and those clients retry after a second, which a real provider's server never makes them do.
+    """
+
+    request_queue_size = 128
+    daemon_threads = True
 
 
 def _quiet_disconnects(request: Any, client_address: Any) -> None:
