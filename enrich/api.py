@@ -19,9 +19,10 @@ from .roles import RoleTable
 from .vault import Vault, VaultNote, iter_note_files, load_note, roles_for, scan_vault, vault_frequencies
 
 if TYPE_CHECKING:  # the pipeline pulls in tiktoken and openai: import it only when running
-    from .pipeline import NoteResult, RunOptions, RunReport
     from .pipeline import Progress as PipelineProgress
+    from .pipeline import RunOptions
     from .planreport import PlanReport
+    from .report import NoteResult, RunReport
 
 Progress = Callable[[int, int], None]
 
@@ -153,7 +154,7 @@ def _named(path: Path, paths: Sequence[Path]) -> bool:
 
 def _error_result(vault: Vault, exc: NoteError) -> "NoteResult":
     """A failed result for a file that could not be read or parsed."""
-    from .pipeline import NoteResult
+    from .report import NoteResult
 
     return NoteResult(str(exc.path), "failed", exc.reason)
 

@@ -26,10 +26,11 @@ from .config import STATE_DIR, Settings, find_vault_root, load_settings
 from .errors import EnrichError, LLMError, TransportError, UsageError
 from .fsio import atomic_write
 from .llm import parse_enrichment
-from .pipeline import NoteResult, Pipeline, Progress, RunOptions, RunReport, run_sync
+from .pipeline import Pipeline, Progress, RunOptions, run_sync
 from .prepare import Request
 from .providers import make_provider
 from .providers.openai_provider import DUMMY_KEY, OpenAIProvider
+from .report import NoteResult, RunReport
 from .vault import VaultNote
 
 ENDPOINT: Final = "/v1/chat/completions"

@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from . import tokens
-from .pipeline import NoteResult, RunReport
 from .planreport import PlanReport
+from .report import NoteResult, RunReport
 
 SMALL_MODEL_NOTE = "the bundled model is small (135M) and meant for trying the tool offline; use an API model for real work"
 
