@@ -434,7 +434,7 @@ _LATIN = st.sampled_from(list("ÃÂâ€™œ\u009d©®ä¸­æ–‡çè¯ğş�
 
 def _runs_decode_alike(damaged: str, freq: dict[str, float] | None = None) -> None:
     """Each run decodes the same with and without the search's pruning."""
-    table = repair._table_for(freq or load_default_freq())
+    table = repair.table_for(freq or load_default_freq())
     holes = repair._holes_for(damaged)
     for match in repair.RUN_RE.finditer(damaged):
         run = match.group()
