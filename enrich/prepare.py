@@ -34,6 +34,7 @@ class Content:
     truncated: bool
     content_hash: str
     tokens: int  # tiktoken count of text
+    title_tokens: int  # tiktoken count of the title as the prompt shows it
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class RequestBuilder:
         lang = note_language(vn, self.settings.lang)
         text, truncated, n = self.counter_fit(article_text(vn.note.content_text()))
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        return Content(lang, self.prompts(lang), text, truncated, digest, n)
+        return Content(lang, self.prompts(lang), text, truncated, digest, n, self.counter.count(_one_line(vn.title)))
 
     def build(self, vn: VaultNote, content: Content | None = None) -> Request:
         """Build the request for one note (candidates, prompt, schema, token count)."""
@@ -118,18 +119,27 @@ class RequestBuilder:
             "lang": c.lang,
         }
         messages = c.prompts.render(values)
-        return messages, cands, self.counter.count_messages(messages, self._known(c, lines))
+        return messages, cands, self._prompt_tokens(c, messages, values, lines)
 
     def assemble(self, vn: VaultNote, c: Content, messages: list[Message], cands: list[Candidate], tokens: int) -> Request:
         """The request from its parts (built here or ahead in another process) and the note's schema."""
         spec = output_spec([x.id for x in cands], vn.id, c.prompts.example_points)
         return Request(vn, c.lang, c.prompts, messages, spec, c.content_hash, cands, c.truncated, tokens)
 
-    def _known(self, c: Content, lines: list[str]) -> list[tuple[str, int]]:
-        """Pieces of the prompt whose tokens are already known: the article, the vocabulary, the candidate lines."""
+    def _prompt_tokens(self, c: Content, messages: list[Message], values: dict[str, str], lines: list[str]) -> int:
+        """Prompt tokens as Counter.count_messages counts them, without tokenising the user message again.
+
+        The system prompt and the user template without its values are counted once per run; each value's
+        tokens are known from planning (article, title) or counted once per run (vocabulary, candidate lines,
+        constants). A seam between a value and the template may merge a token: within 1% of a full count.
+        """
         cached = self.counter.count_cached
-        block = (("\n".join(lines), sum(map(cached, lines))),) if lines else ()  # a line's "\n" mostly merges into its end
-        return [(c.text, c.tokens), (self._vocab_line, cached(self._vocab_line)), *block]
+        known = {"content": c.tokens, "title": c.title_tokens, "vocabulary": cached(self._vocab_line)}
+        if lines:
+            known["candidates"] = sum(map(cached, lines))  # a line's "\n" mostly merges into its end
+        skeleton, names = c.prompts.user_skeleton
+        user = cached(skeleton) + sum(known[k] if k in known else cached(values[k]) for k in names)
+        return cached(messages[0]["content"]) + 4 + user + 4 + 3
 
     def counter_fit(self, text: str) -> tuple[str, bool, int]:
         """Fit the article into --max-input-tokens, keeping whole paragraphs from the start (and its tokens)."""

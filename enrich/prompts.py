@@ -34,6 +34,11 @@ class PromptSet:
         return set(_VAR.findall(self.system)) | set(_VAR.findall(self.user))
 
     @cached_property
+    def user_skeleton(self) -> tuple[str, tuple[str, ...]]:
+        """The user template with its variables taken out, and those variables in order (for token counts)."""
+        return _VAR.sub("", self.user), tuple(m.group(1) for m in _VAR.finditer(self.user))
+
+    @cached_property
     def example_points(self) -> tuple[str, ...]:
         """Key points of the example answer in the system prompt (a model must not copy them)."""
         return self._example("key_points")

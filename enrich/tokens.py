@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import tiktoken
 
@@ -35,24 +35,14 @@ class Counter:
         """Number of tokens in text (special-token text counted as plain text)."""
         return len(self.encoding.encode(text, disallowed_special=()))
 
-    def count_messages(self, messages: list[dict[str, str]], known: Sequence[tuple[str, int]] = ()) -> int:
-        """Approximate prompt tokens for a chat request (content plus per-message overhead).
+    def count_messages(self, messages: list[dict[str, str]]) -> int:
+        """Approximate prompt tokens for a chat request (content plus per-message overhead)."""
+        return sum(self._count_message(m) + 4 for m in messages) + 3
 
-        `known` lists (text, tokens) pieces already counted, such as the article and the candidate lines: a
-        message holding one is counted as the rest of its text plus those tokens (a token or so off per seam).
-        """
-        return sum(self._count_message(m, known) + 4 for m in messages) + 3
-
-    def _count_message(self, message: dict[str, str], known: Sequence[tuple[str, int]] = ()) -> int:
+    def _count_message(self, message: dict[str, str]) -> int:
         """Tokens of one message's content; system prompts (the same for every note) are counted once."""
         text = message.get("content", "")
-        if message.get("role") == "system":
-            return self.count_cached(text)
-        total = 0
-        for piece, n in known:
-            if len(piece) > 20 and piece in text:
-                text, total = text.replace(piece, "", 1), total + n
-        return total + self.count(text)
+        return self.count_cached(text) if message.get("role") == "system" else self.count(text)
 
     def count_cached(self, text: str) -> int:
         """count(text), remembered for texts a run sends many times (system prompts, candidate lines)."""
