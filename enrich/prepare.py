@@ -34,7 +34,6 @@ class Content:
     truncated: bool
     content_hash: str
     tokens: int  # tiktoken count of text
-    title_tokens: int  # tiktoken count of the title as the prompt shows it
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class RequestBuilder:
         lang = note_language(vn, self.settings.lang)
         text, truncated, n = self.counter_fit(article_text(vn.note.content_text()))
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        return Content(lang, self.prompts(lang), text, truncated, digest, n, self.counter.count(_one_line(vn.title)))
+        return Content(lang, self.prompts(lang), text, truncated, digest, n)
 
     def build(self, vn: VaultNote, content: Content | None = None) -> Request:
         """Build the request for one note (candidates, prompt, schema, token count)."""
@@ -130,11 +129,11 @@ class RequestBuilder:
         """Prompt tokens as Counter.count_messages counts them, without tokenising the user message again.
 
         The system prompt and the user template without its values are counted once per run; each value's
-        tokens are known from planning (article, title) or counted once per run (vocabulary, candidate lines,
+        tokens are known from planning (article) or counted once per run (title, vocabulary, candidate lines,
         constants). A seam between a value and the template may merge a token: within 1% of a full count.
         """
         cached = self.counter.count_cached
-        known = {"content": c.tokens, "title": c.title_tokens, "vocabulary": cached(self._vocab_line)}
+        known = {"content": c.tokens, "vocabulary": cached(self._vocab_line)}
         if lines:
             known["candidates"] = sum(map(cached, lines))  # a line's "\n" mostly merges into its end
         skeleton, names = c.prompts.user_skeleton

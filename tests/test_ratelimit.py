@@ -239,7 +239,7 @@ def test_count_messages_counts_each_system_prompt_once() -> None:
 
 
 def test_request_tokens_count_the_article_and_candidate_lines_once() -> None:
-    """Planning counts the article and title; building a request tokenises only what the run has not seen yet.
+    """Planning counts the article; building a request tokenises only what the run has not seen yet.
 
     The user message is never tokenised whole: its template without the values is counted once per run, each
     candidate line once per run; the total stays within 1% of a full count.
