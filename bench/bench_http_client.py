@@ -72,7 +72,7 @@ def main() -> None:
     url = queue.get()
     bound = math.ceil(args.calls / args.concurrency) * args.latency
     print(f"| http client | wall (bound {bound:.2f} s) | ratio | client CPU per call |\n| --- | --- | --- | --- |")
-    for client in ("httpx", "aiohttp", "direct") * 2:
+    for client in ("httpx", "aiohttp", "direct", "asyncio") * 2:
         wall, per_call = asyncio.run(_measure(url, client, args.calls, args.concurrency))
         print(f"| {client} | {wall:.2f} s | {wall / bound:.2f}x | {per_call:.2f} ms |", flush=True)
     server.terminate()

@@ -31,7 +31,7 @@ class Settings(BaseModel):
     max_reasks: int = Field(2, ge=0, le=5)
     max_attempts: int = Field(6, ge=1, le=20)
     timeout: float = Field(60.0, gt=0)
-    http_client: Literal["auto", "direct", "aiohttp", "httpx"] = "auto"  # auto: direct when aiohttp is installed
+    http_client: Literal["auto", "asyncio", "direct", "aiohttp", "httpx"] = "auto"  # auto: asyncio unless a proxy applies
     build_ahead: Literal["auto", "on", "off"] = "auto"  # a forked process builds requests: when the loop is busy, always, never
     temperature: float = Field(0.2, ge=0, le=2)
     prompts_dir: Path | None = None

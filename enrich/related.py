@@ -352,11 +352,12 @@ class CandidateIndex:
         nth = len(total) - min(len(total), k + len(excluded))
         top = np.flatnonzero(total >= max(float(np.partition(total, nth)[nth]), 1e-9))  # ties of the last one too
         rounded = np.round(total[top].astype(np.float64), 6)
+        ranked = top[np.lexsort((self._id_rank[top], -rounded))]  # score descending, then id
         picks: list[Candidate] = []
-        for i in top[np.lexsort((self._id_rank[top], -rounded))].tolist():  # score descending, then id
+        for i, score in zip(ranked.tolist(), total[ranked].tolist()):
             cid = self._ids[i]
             if i not in excluded and cid is not None and cid != vn.id:
-                picks.append(Candidate(str(cid), self.notes[i].title, self.line(i), round(float(total[i]), 6)))
+                picks.append(Candidate(cid, self.notes[i].title, self.line(i), round(score, 6)))
                 if len(picks) == k:
                     break
         return picks

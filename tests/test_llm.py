@@ -54,9 +54,9 @@ MESSAGES = [
 TRANSPORT = {"http_client": "auto"}
 
 
-@pytest.fixture(autouse=True, params=["direct", "aiohttp", "httpx"])
+@pytest.fixture(autouse=True, params=["asyncio", "direct", "aiohttp", "httpx"])
 def transport(request: pytest.FixtureRequest) -> str:
-    """Every provider test runs over enrich's direct aiohttp post and both HTTP clients the SDK can use."""
+    """Every provider test runs over enrich's own HTTP/1.1 client, its aiohttp post and both HTTP clients the SDK can use."""
     if request.param in ("direct", "aiohttp"):
         pytest.importorskip("aiohttp")
     TRANSPORT["http_client"] = request.param
@@ -391,18 +391,24 @@ def test_keep_allowed_drops_ids_no_longer_offered() -> None:
 def test_transport_choice(transport: str) -> None:
     provider = OpenAIProvider("fake-model", "http://127.0.0.1:9/v1", None, http_client=transport)
     assert provider.http_client == transport
-    if transport == "direct":
-        assert type(provider._poster).__name__ == "DirectPost"
+    if transport in ("asyncio", "direct"):
+        assert type(provider._poster).__name__ == {"asyncio": "HTTP1Post", "direct": "DirectPost"}[transport]
     else:
         mro = [c.__name__ for c in type(provider._poster.client._client).__mro__]  # type: ignore[attr-defined]
         assert ("Httpx2AiohttpClient" in mro) == (transport == "aiohttp"), mro
     asyncio.run(provider.aclose())
 
 
-def test_auto_posts_directly_when_aiohttp_is_installed() -> None:
+def test_auto_posts_with_the_own_client_unless_a_proxy_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
     provider = OpenAIProvider("fake-model", "http://127.0.0.1:9/v1", None, http_client="auto")
-    assert provider.http_client == "direct" and provider._poster.url == "http://127.0.0.1:9/v1/chat/completions"  # type: ignore[attr-defined]
+    assert provider.http_client == "asyncio" and provider._poster.url == "http://127.0.0.1:9/v1/chat/completions"  # type: ignore[attr-defined]
     asyncio.run(provider.aclose())
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    assert OpenAIProvider("fake-model", "http://api.example/v1", None, http_client="auto").http_client == "direct"
+    monkeypatch.setenv("NO_PROXY", "api.example")
+    assert OpenAIProvider("fake-model", "http://api.example/v1", None, http_client="auto").http_client == "asyncio"
 
 
 
@@ -478,3 +484,15 @@ def test_whole_object_answer_is_read_as_the_scan_reads_it(data: dict[str, Any], 
     if not fenced:
         assert got == expected == data
     assert llm._whole_object(text) == (None if fenced else data)
+
+
+def test_strict_schema_reuses_the_parts_specs_share() -> None:
+    from enrich.providers.openai_provider import strict_schema
+
+    memo: dict[int, tuple[Any, Any]] = {}
+    one, two = output_spec(["a-note"], "x").schema, output_spec(["b-note"], "x").schema
+    first, second = strict_schema(one, memo), strict_schema(two, memo)
+    assert first == strict_schema(one) and second == strict_schema(two)  # the same copies as without a memo
+    assert first["properties"]["tags"] is second["properties"]["tags"]  # shared part copied once
+    assert first["properties"]["related"] != second["properties"]["related"]
+    assert "maxLength" not in json.dumps(first) and "maxLength" in json.dumps(one)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -20,7 +23,7 @@ from tenacity import (
 
 from enrich.errors import ConfigError, ContextOverflow, ProviderRejected, TransportError
 from enrich.providers.base import Completion, Message
-from enrich.providers.wire import HTTPFailure, Poster
+from enrich.providers.wire import DEFAULT_BASE_URL, HTTPFailure, Poster
 from enrich.ratelimit import RateLimiter
 
 MODES = ("json_schema", "json_object", "text")
@@ -93,13 +96,24 @@ def retry_after_seconds(headers: Any) -> float | None:
         return None
 
 
-def strict_schema(node: Any) -> Any:
-    """Copy a schema without keywords OpenAI strict mode rejects (pydantic checks them)."""
+def strict_schema(node: Any, memo: dict[int, tuple[Any, Any]] | None = None) -> Any:
+    """Copy a schema without keywords OpenAI strict mode rejects (pydantic checks them).
+
+    With a memo, a part seen before (the same object: specs share all but their `related` part) is not copied again.
+    """
+    if memo is not None and isinstance(node, (dict, list)):
+        hit = memo.get(id(node))
+        if hit is not None and hit[0] is node:  # the memo holds the node, so its id is not reused
+            return hit[1]
     if isinstance(node, dict):
-        return {k: strict_schema(v) for k, v in node.items() if k not in _STRICT_UNSUPPORTED}
-    if isinstance(node, list):
-        return [strict_schema(v) for v in node]
-    return node
+        out: Any = {k: strict_schema(v, memo) for k, v in node.items() if k not in _STRICT_UNSUPPORTED}
+    elif isinstance(node, list):
+        out = [strict_schema(v, memo) for v in node]
+    else:
+        return node
+    if memo is not None:
+        memo[id(node)] = (node, out)
+    return out
 
 
 def with_schema_in_system(messages: list[Message], schema: dict[str, Any]) -> list[Message]:
@@ -134,19 +148,35 @@ def _has_aiohttp() -> bool:
     return importlib.util.find_spec("aiohttp") is not None
 
 
-def _resolve_kind(kind: str) -> str:
-    """Resolve "auto": chat calls go through DirectPost when aiohttp is installed, else the SDK's httpx client."""
+def _resolve_kind(kind: str, base_url: str | None) -> str:
+    """Resolve "auto": enrich's own HTTP/1.1 client, unless a proxy is set for the URL (then aiohttp, else httpx)."""
     if kind == "direct" and not _has_aiohttp():
         raise ConfigError(
             "http_client = direct needs the aiohttp package", hint="pip install aiohttp, or set ENRICH_HTTP_CLIENT=auto"
         )
     if kind == "auto":
+        if not _proxied(base_url):
+            return "asyncio"
         return "direct" if _has_aiohttp() else "httpx"
     return kind
 
 
+def _proxied(base_url: str | None) -> bool:
+    """True if HTTP(S)_PROXY / ALL_PROXY (and not NO_PROXY) apply to the chat URL."""
+    base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    parts = urllib.parse.urlsplit(base)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return False
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(parts.scheme.lower()) or proxies.get("all"))
+
+
 def _poster(kind: str, base_url: str | None, api_key: str, timeout: float) -> Poster:
-    """DirectPost for "direct"; the SDK (imported only then) for "aiohttp" and "httpx"."""
+    """HTTP1Post for "asyncio", DirectPost for "direct"; the SDK (imported only then) for "aiohttp" and "httpx"."""
+    if kind == "asyncio":
+        from enrich.providers.http1 import HTTP1Post
+
+        return HTTP1Post(base_url, api_key, timeout)
     if kind == "direct":
         from enrich.providers.direct import DirectPost
 
@@ -187,26 +217,21 @@ class OpenAIProvider:
         self._mode_index = 0
         self._token_param = "max_tokens"  # becomes max_completion_tokens for models that refuse max_tokens
         self._send_temperature = True  # reasoning models accept only their default temperature
-        self._strict_memo: dict[int, tuple[dict[str, Any], Any]] = {}
+        self._strict_memo: dict[int, tuple[Any, Any]] = {}
         self._secret = api_key or ""
         self._wait: Wait = wait or self.default_wait
         self._sleep: Sleep = sleep or asyncio.sleep
-        self.http_client = _resolve_kind(http_client)
+        self.http_client = _resolve_kind(http_client, base_url)
         self._poster = _poster(self.http_client, base_url, api_key or DUMMY_KEY, timeout)
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
 
     def _strict(self, schema: dict[str, Any]) -> Any:
-        """strict_schema(schema), computed once per schema object (re-asks and retries reuse it)."""
-        hit = self._strict_memo.get(id(schema))
-        if hit is not None and hit[0] is schema:  # the memo holds the schema, so its id is not reused
-            return hit[1]
-        if len(self._strict_memo) > 256:
+        """strict_schema(schema); parts shared with earlier schemas, and whole schemas seen before, are not copied again."""
+        if len(self._strict_memo) > 4096:
             self._strict_memo.clear()
-        strict = strict_schema(schema)
-        self._strict_memo[id(schema)] = (schema, strict)
-        return strict
+        return strict_schema(schema, self._strict_memo)
 
     @property
     def mode(self) -> str:

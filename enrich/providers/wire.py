@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
+from importlib import metadata
 from typing import Any, Protocol
 
+from enrich.errors import ConfigError
+
 Headers = Mapping[str, str]
+DEFAULT_BASE_URL = "https://api.openai.com/v1"  # what the SDK uses when neither the flag nor OPENAI_BASE_URL is set
 
 
 class HTTPFailure(Exception):
@@ -49,3 +58,70 @@ class Poster(Protocol):
     async def aclose(self) -> None:
         """Close the connections."""
         ...
+
+
+def request_headers(api_key: str) -> dict[str, str]:
+    """The headers every request carries."""
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": f"enrich/{_version()}",
+    }
+    for name, var in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
+        if os.environ.get(var):
+            headers[name] = os.environ[var]
+    return headers
+
+
+def tls_context() -> ssl.SSLContext:
+    """Verify servers against SSL_CERT_FILE / SSL_CERT_DIR if set, else certifi's CA bundle (as the SDK's httpx does)."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if not cafile and not capath:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:  # pragma: no cover - certifi comes with the SDK
+            return ssl.create_default_context()
+    try:
+        context = ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load CA certificates from {cafile or capath}: {exc.strerror or exc}",
+            hint="fix or unset SSL_CERT_FILE / SSL_CERT_DIR",
+        ) from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _version() -> str:
+    """The installed enrich version, for the User-Agent."""
+    try:
+        return metadata.version("enrich")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / ALL_PROXY / NO_PROXY name for url, read once (aiohttp's trust_env asks a thread per request)."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(scheme.lower()) or proxies.get("all")
+    if proxy and not proxy.lower().startswith(("http://", "https://")):
+        raise ConfigError(
+            f"the proxy for {scheme} ({proxy.split('://', 1)[0]}://...) is not an http:// proxy, which is all aiohttp supports",
+            hint="set ENRICH_HTTP_CLIENT=httpx to send through the openai SDK's httpx client instead",
+        )
+    return proxy or None
+
+
+def parse_body(raw: bytes) -> Any:
+    """JSON if the body is JSON, else its text."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
