@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -259,13 +259,13 @@ def _shifted(note: Note, text: str, a: int, b: int, delta: int, fm: Frontmatter 
     sections = tuple(
         Section(s.level, s.title, s.role, move(s.start), move_body(s.body_start), move(s.end)) for s in note.sections
     )
-    return replace(note, text=text, frontmatter=fm, sections=sections,
-                   body_start=fm.end if fm else 0, trailer_start=move(note.trailer_start))
+    return Note(note.path, text, note.bom, note.newline, fm, note.title, sections,
+                fm.end if fm else 0, move(note.trailer_start))
 
 
 def _reparse(note: Note, text: str, roles: RoleTable | None) -> Note:
     """Re-parse edited text, keeping the note's path and BOM."""
-    return replace(parse_text(text, note.path, bom=note.bom, roles=roles))
+    return parse_text(text, note.path, bom=note.bom, roles=roles)
 
 
 def reparsed(note: Note, roles: RoleTable | None = None) -> Note:
