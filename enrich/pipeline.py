@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, Callable
@@ -61,7 +61,7 @@ class Pipeline:
         self._provider: Provider | None = None
         self.progress = progress or (lambda *_: None)
         self.report = RunReport(model=model, dry_run=options.dry_run)
-        self.counter = tokens.counter_for(model, self.report.warnings.append)
+        self.counter = tokens.LazyCounter(model, self.report.warnings.append)
         self.builder = RequestBuilder(vault, settings, self.counter, model)
         self.cache = Cache(None if options.plan_only else vault.root / ".enrich" / "cache.sqlite", self.report.warnings.append)
         self.limiter = RateLimiter(settings.rpm, settings.tpm, Estimator(self.counter))
@@ -104,10 +104,17 @@ class Pipeline:
 
     def build(self, vn: VaultNote, content: Content, parts: Any = None) -> Request:
         """The request for one note (from parts built ahead, if given); its token estimate goes to the limiter and the report."""
+        self.builder.count_tokens = self.builder.count_tokens or self.limiter.counts_tokens  # a limit learnt meanwhile
         req = self.builder.assemble(vn, content, *parts) if parts is not None else self.builder.build(vn, content)
+        if req.prompt_tokens is None and self.builder.count_tokens:  # built ahead before the limit was known
+            req = replace(req, prompt_tokens=self.builder.prompt_tokens(vn, content, req.messages, req.candidates))
+        if req.prompt_tokens is None:
+            self.report.estimated_prompt_tokens = None
+            return req
         if self.limiter.estimator is not None:
             self.limiter.estimator.seed(req.messages, req.prompt_tokens)
-        self.report.estimated_prompt_tokens += req.prompt_tokens
+        if self.report.estimated_prompt_tokens is not None:
+            self.report.estimated_prompt_tokens += req.prompt_tokens
         return req
 
     # ------------------------------------------------------------ running
@@ -117,6 +124,7 @@ class Pipeline:
         start = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self.report.notes_total = len(notes)
+        self.builder.count_tokens = self.limiter.counts_tokens  # with no token limit, no count is read: none is made
         decided = self.decide_all(notes)  # requests are built as calls start, so the first call leaves at once
         work = [(vn, c) for vn, c, _ in decided if c is not None]
         for vn, c, d in decided:

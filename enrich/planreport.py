@@ -49,7 +49,7 @@ class PlanReport:
         """Turn planner decisions into a report with token and cost estimates."""
         rep = cls(model, warnings=list(warnings))
         for vn, req, d in rows:
-            rep.rows.append(PlanRow(vn.rel, d.status, d.reason, req.prompt_tokens if req else 0, bool(req and req.truncated)))
+            rep.rows.append(PlanRow(vn.rel, d.status, d.reason, (req.prompt_tokens or 0) if req else 0, bool(req and req.truncated)))
         rep.prompt_tokens = sum(r.prompt_tokens for r in rep.rows)
         rep.completion_tokens = int(rep.to_enrich * max_output * EXPECTED_OUTPUT_SHARE)
         rep.cost_usd = tokens.cost(model, rep.prompt_tokens, rep.completion_tokens)

@@ -16,7 +16,7 @@ from .related import Candidate, CandidateIndex
 from .roles import KEY_POINTS
 from .schema import OutputSpec, output_spec
 from .tags import TagVocabulary
-from .tokens import Counter, fit_paragraphs
+from .tokens import TokenCounter, fit_paragraphs
 from .vault import Vault, VaultNote
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -33,7 +33,7 @@ class Content:
     text: str
     truncated: bool
     content_hash: str
-    tokens: int  # tiktoken count of text
+    tokens: int | None  # tiktoken count of text; None when it was not needed (RequestBuilder.count_tokens)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Request:
     content_hash: str
     candidates: list[Candidate]
     truncated: bool
-    prompt_tokens: int
+    prompt_tokens: int | None  # None: not counted (RequestBuilder.count_tokens)
 
 
 def note_language(vn: VaultNote, setting: str) -> str:
@@ -71,11 +71,12 @@ class RequestBuilder:
     """Builds requests for notes of one vault with shared indexes."""
 
     def __init__(
-        self, vault: Vault, settings: Settings, counter: Counter, model: str, warn: Callable[[str], None] | None = None
+        self, vault: Vault, settings: Settings, counter: TokenCounter, model: str, warn: Callable[[str], None] | None = None
     ) -> None:
         self.vault = vault
         self.settings = settings
         self.counter = counter
+        self.count_tokens = True  # False: nothing reads the counts (a run with no token limit), so none are made
         self.model = model
         self.vocab = TagVocabulary.load(vault)
         self._prompts: dict[str, PromptSet] = {}
@@ -104,9 +105,20 @@ class RequestBuilder:
         c = content or self.content(vn)
         return self.assemble(vn, c, *self.parts(vn, c))
 
-    def parts(self, vn: VaultNote, c: Content) -> tuple[list[Message], list[Candidate], int]:
-        """The costly, picklable part of a request: its messages, candidates and prompt tokens."""
+    def parts(self, vn: VaultNote, c: Content) -> tuple[list[Message], list[Candidate], int | None]:
+        """The costly, picklable part of a request: its messages, candidates and prompt tokens (if counted)."""
         cands = self.index.candidates(vn, self.settings.candidates) if self.settings.candidates else []
+        lines, values = self._values(vn, c, cands)
+        messages = c.prompts.render(values)
+        return messages, cands, self._prompt_tokens(c, messages, values, lines) if self.count_tokens else None
+
+    def prompt_tokens(self, vn: VaultNote, c: Content, messages: list[Message], cands: list[Candidate]) -> int:
+        """The prompt tokens of a request built without counting them."""
+        lines, values = self._values(vn, c, cands)
+        return self._prompt_tokens(c, messages, values, lines)
+
+    def _values(self, vn: VaultNote, c: Content, cands: list[Candidate]) -> tuple[list[str], dict[str, str]]:
+        """The candidate lines and the values the user prompt is filled with."""
         lines = [f"{x.id}: {_one_line(x.title)}" + (f" — {x.line}" if x.line else "") for x in cands]
         values = {
             "title": _one_line(vn.title),
@@ -117,10 +129,11 @@ class RequestBuilder:
             "note_id": vn.id,
             "lang": c.lang,
         }
-        messages = c.prompts.render(values)
-        return messages, cands, self._prompt_tokens(c, messages, values, lines)
+        return lines, values
 
-    def assemble(self, vn: VaultNote, c: Content, messages: list[Message], cands: list[Candidate], tokens: int) -> Request:
+    def assemble(
+        self, vn: VaultNote, c: Content, messages: list[Message], cands: list[Candidate], tokens: int | None
+    ) -> Request:
         """The request from its parts (built here or ahead in another process) and the note's schema."""
         spec = output_spec([x.id for x in cands], vn.id, c.prompts.example_points)
         return Request(vn, c.lang, c.prompts, messages, spec, c.content_hash, cands, c.truncated, tokens)
@@ -133,15 +146,22 @@ class RequestBuilder:
         constants). A seam between a value and the template may merge a token: within 1% of a full count.
         """
         cached = self.counter.count_cached
-        known = {"content": c.tokens, "vocabulary": cached(self._vocab_line)}
+        article = c.tokens if c.tokens is not None else self.counter.count(c.text)
+        known = {"content": article, "vocabulary": cached(self._vocab_line)}
         if lines:
             known["candidates"] = sum(map(cached, lines))  # a line's "\n" mostly merges into its end
         skeleton, names = c.prompts.user_skeleton
         user = cached(skeleton) + sum(known[k] if k in known else cached(values[k]) for k in names)
         return cached(messages[0]["content"]) + 4 + user + 4 + 3
 
-    def counter_fit(self, text: str) -> tuple[str, bool, int]:
-        """Fit the article into --max-input-tokens, keeping whole paragraphs from the start (and its tokens)."""
+    def counter_fit(self, text: str) -> tuple[str, bool, int | None]:
+        """Fit the article into --max-input-tokens, keeping whole paragraphs from the start (and its tokens).
+
+        Without count_tokens, an article of at most that many UTF-8 bytes is not counted: it fits, as a token
+        is never shorter than one byte.
+        """
+        if not self.count_tokens and len(text.encode("utf-8")) <= self.settings.max_input_tokens:
+            return text, False, None
         return fit_paragraphs(text, self.counter, self.settings.max_input_tokens)
 
 

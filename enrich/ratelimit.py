@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .tokens import Counter
+from .tokens import TokenCounter
 
 BURST_S = 1.0  # seconds of budget spent at once before the server has told us its bucket size
 JITTER_S = 0.25  # budget kept in reserve: requests granted together may reach the server this far apart
@@ -166,7 +166,7 @@ class Estimator:
 
     MAX_MEMO = 20_000
 
-    def __init__(self, counter: Counter) -> None:
+    def __init__(self, counter: TokenCounter) -> None:
         self._counter = counter
         self._seeds: dict[str, int] = {}  # last-message counts taken from the request's own total
 
@@ -212,9 +212,14 @@ class RateLimiter:
         """The requests/min and tokens/min in force (None = unknown, not limited)."""
         return self._requests.per_minute, self._tokens.per_minute
 
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether a tokens/min limit is known (configured or learnt): only then are prompts counted with tiktoken."""
+        return self._tokens.per_minute is not None
+
     def cost(self, messages: list[dict[str, str]], max_tokens: int) -> int:
-        """Tokens a request counts against the budget: prompt estimate plus max_tokens."""
-        if self.estimator is not None:
+        """Tokens a request counts against the budget: prompt estimate plus max_tokens (a rough one with no limit)."""
+        if self.estimator is not None and self.counts_tokens:
             return self.estimator.prompt(messages) + max_tokens
         return sum(len(m.get("content", "")) for m in messages) // 4 + 4 * len(messages) + 3 + max_tokens
 

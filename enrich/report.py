@@ -39,7 +39,7 @@ class RunReport:
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    estimated_prompt_tokens: int = 0
+    estimated_prompt_tokens: int | None = 0  # None: not counted (a run with no token limit counts nothing)
     cost_usd: float | None = None
     elapsed_s: float = 0.0
     dry_run: bool = False

@@ -291,3 +291,88 @@ def test_fit_paragraphs_returns_the_kept_texts_tokens() -> None:
     assert whole == (text, False, counter.count(text))
     cut, truncated, n = fit_paragraphs(text, counter, 100)
     assert truncated and n == counter.count(cut) and n <= 100 and text.startswith(cut)
+
+
+def _pipeline(root: Path, url: str, **flags: Any) -> Any:
+    """A run's Pipeline over a vault against the fake server, and its notes."""
+    from enrich import api
+    from enrich.pipeline import Pipeline, RunOptions
+
+    vault, settings, roles = api.open_vault(root, {"base_url": url, "model": "fake-model", **flags})
+    model, factory, _ = api.model_for(settings)
+    return Pipeline(vault, settings, roles, factory, model, RunOptions()), api.select_notes(vault, [], roles)
+
+
+def _sent(srv: FakeOpenAI) -> list[str]:
+    """The chat requests' messages, in a stable order."""
+    return sorted(json.dumps(chat["messages"], ensure_ascii=False) for chat in srv.chats)
+
+
+def test_a_run_with_no_token_limit_counts_no_tokens_and_sends_the_same_requests(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    write_vault(tmp_path / "a", 12)
+    write_vault(tmp_path / "b", 12)
+    plain, notes = _pipeline(tmp_path / "a", fake_openai.url)
+    report = asyncio.run(plain.run(notes))
+    assert report.enriched == 12 and report.estimated_prompt_tokens is None
+    assert not plain.counter.loaded  # tiktoken's tables were never needed
+    without = _sent(fake_openai)
+    fake_openai.requests.clear()
+    limited, notes = _pipeline(tmp_path / "b", fake_openai.url, tpm=10**9)
+    report = asyncio.run(limited.run(notes))
+    assert report.enriched == 12 and report.estimated_prompt_tokens and report.estimated_prompt_tokens > 12 * 300
+    assert limited.counter.loaded
+    assert _sent(fake_openai) == without  # counting changes no request
+
+
+def test_a_token_limit_learnt_from_headers_starts_the_counting(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    write_vault(tmp_path / "v", 30)
+    enforce_limits(fake_openai, tpm=10**9, burst_s=1)
+    pipe, notes = _pipeline(tmp_path / "v", fake_openai.url, concurrency=4)
+    counted: list[int] = []
+    build = pipe.build
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        req = build(*args, **kwargs)
+        counted.append(req.prompt_tokens)
+        return req
+
+    pipe.build = spy
+    report = asyncio.run(pipe.run(notes))
+    assert report.enriched == 30 and pipe.limiter.counts_tokens and pipe.counter.loaded
+    assert counted[0] is None and all(n is not None and n > 300 for n in counted[4:])  # the first wave went uncounted
+    assert report.estimated_prompt_tokens is None  # a partial sum would mislead
+
+
+def test_an_article_that_fits_by_its_bytes_is_not_counted(tmp_path: Path) -> None:
+    from enrich import api
+    from enrich.prepare import RequestBuilder
+    from enrich.tokens import LazyCounter
+
+    write_vault(tmp_path / "v", 3)
+    vault, settings, _ = api.open_vault(tmp_path / "v", {"max_input_tokens": 400})
+    vn = vault.notes[0]
+    counting = RequestBuilder(vault, settings, counter_for("gpt-4o-mini"), "gpt-4o-mini")
+    lazy = RequestBuilder(vault, settings, LazyCounter("gpt-4o-mini"), "gpt-4o-mini")
+    lazy.count_tokens = False
+    text = counting.content(vn).text
+    assert len(text.encode()) > 400  # longer than the budget in bytes, not in tokens
+    assert lazy.content(vn) == counting.content(vn)  # so it is counted: same text, same count
+    short = "A short article about attention, well under the budget."
+    assert lazy.counter_fit(short) == (short, False, None) and counting.counter_fit(short)[2] == 11
+    long = "\n\n".join(f"Paragraph {i} about attention and memory in long documents." for i in range(80))
+    assert lazy.counter_fit(long) == counting.counter_fit(long) and lazy.counter_fit(long)[1]  # truncated alike
+
+
+def test_the_limiter_tokenises_nothing_without_a_token_limit() -> None:
+    from enrich.tokens import LazyCounter
+
+    lazy = LazyCounter("gpt-4o-mini")
+    limiter = RateLimiter(rpm=600, tpm=None, estimator=Estimator(lazy))
+    assert not limiter.counts_tokens
+    assert limiter.cost([{"role": "user", "content": "x" * 400}], 100) > 100 and not lazy.loaded
+    counting = RateLimiter(rpm=None, tpm=60_000, estimator=Estimator(lazy))
+    assert counting.cost([{"role": "user", "content": "hello there"}], 100) == counter_for("gpt-4o-mini").count_messages(
+        [{"role": "user", "content": "hello there"}]) + 100
+    assert lazy.loaded
