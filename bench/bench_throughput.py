@@ -270,6 +270,17 @@ def tokens_per_request(n: int = 100) -> float:
     return rep.prompt_tokens / max(rep.to_enrich, 1) + 700
 
 
+def reference_loop() -> float:
+    """CPU seconds of a fixed pure-Python loop (best of 3): how fast this machine runs Python, to compare sessions."""
+    best = math.inf
+    for _ in range(3):
+        start, total = time.process_time(), 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.process_time() - start)
+    return best
+
+
 def bench(args: argparse.Namespace) -> None:
     """Start the server, run every scenario `repeat` times, print the table."""
     per_request = tokens_per_request()
@@ -281,7 +292,8 @@ def bench(args: argparse.Namespace) -> None:
     url = server.stdout.readline().strip()
     print(f"N={args.notes} C={args.concurrency} latency={args.latency}s tpm={tpm:,} rpm={rpm:,} "
           f"({per_request:.0f} tokens/request) "
-          f"vault on {'disk' if args.disk else '/dev/shm'}; load {os.getloadavg()[0]:.1f}; medians of {args.repeat}\n")
+          f"vault on {'disk' if args.disk else '/dev/shm'}; load {os.getloadavg()[0]:.1f}; medians of {args.repeat}; "
+          f"reference loop (10^7 additions) {reference_loop():.2f} s\n")
     print("| scenario | enriched | bound | makespan | ratio | 429s | client CPU/note | prep + calls | wall | peak RSS |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     try:
