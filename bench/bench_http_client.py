@@ -1,4 +1,4 @@
-"""Client CPU of one provider call, by HTTP client: the openai SDK's httpx (httpx2), its aiohttp transport, direct aiohttp.
+"""Client CPU of one provider call, by HTTP client: the openai SDK's httpx, its aiohttp transport, direct aiohttp, enrich's own (asyncio).
 
 Run by hand: python bench/bench_http_client.py [--calls 1000] [--concurrency 32] [--latency 0.1]
 The fake server (tests/fakeserver.py) runs in another process, so only the client's CPU is measured.
