@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import sys
 import threading
-import traceback
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -195,12 +196,13 @@ class FakeOpenAI:
         }
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
+        self._scheme = "http"
 
     @property
     def url(self) -> str:
         """Base URL to give the SDK (ends in /v1)."""
         assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return f"{self._scheme}://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def push(self, *steps: Step) -> Self:
         """Queue steps for the next chat requests."""
@@ -253,9 +255,12 @@ class FakeOpenAI:
                 return route
         return None
 
-    def start(self) -> Self:
-        """Serve in a daemon thread."""
+    def start(self, tls: ssl.SSLContext | None = None) -> Self:
+        """Serve in a daemon thread (over TLS with a server-side context)."""
         self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        self._scheme = "https" if tls is not None else "http"
         self._httpd.handle_error = _quiet_disconnects  # type: ignore[method-assign]
         threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True).start()
         return self

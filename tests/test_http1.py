@@ -454,46 +454,29 @@ def _self_signed(folder: Path) -> tuple[str, str]:
 
 def test_https_is_verified_against_ssl_cert_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ssl
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from fakeserver import FakeOpenAI
 
     cert, key = _self_signed(tmp_path)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            data = json.dumps(OK).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"https://127.0.0.1:{server.server_address[1]}/v1"
+    server = FakeOpenAI().start(tls=context)
     try:
         monkeypatch.delenv("SSL_CERT_DIR", raising=False)
         monkeypatch.setenv("SSL_CERT_FILE", cert)
-        post = HTTP1Post(url, "k", 2.0)
+        post = HTTP1Post(server.url, "k", 2.0)
 
         async def twice() -> list[Any]:
             try:
-                return [(await post.post(BODY))[1] for _ in range(2)]
+                return [(await post.post(BODY))[1]["object"] for _ in range(2)]
             finally:
                 await post.aclose()
 
-        assert asyncio.run(twice()) == [OK, OK]  # the second over the same TLS connection
+        assert asyncio.run(twice()) == ["chat.completion"] * 2  # the second over the same TLS connection
         (tmp_path / "other").mkdir()
         monkeypatch.setenv("SSL_CERT_FILE", _self_signed(tmp_path / "other")[0])  # did not sign the server's certificate
-        fail = _failure(HTTP1Post(url, "k", 2.0), BODY)
+        fail = _failure(HTTP1Post(server.url, "k", 2.0), BODY)
         assert fail.status is None and "certificate" in fail.message.lower()
+        assert len(server.chats) == 2
     finally:
-        server.shutdown()
+        server.stop()
