@@ -157,13 +157,16 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_JSON_UNIQUE = json.JSONDecoder(object_pairs_hook=_unique_pairs)  # built once: json.loads with options builds one per call
+
+
 def _fast_scalar(v: str) -> Any:
     """Read one scalar the way YAML would, or _NOT_FAST when it might differ."""
     if not v:
         return None
     if v[0] in '"[{':
         try:
-            value = json.loads(v, object_pairs_hook=_unique_pairs)
+            value = _JSON_UNIQUE.decode(v)
         except ValueError:
             return _flow_list(v) if v[0] == "[" else _NOT_FAST
         if isinstance(value, dict):  # a JSON-style flow mapping, like the `enriched:` record

@@ -50,13 +50,16 @@ def extract_json(text: str) -> Any:
     raise ValueError(last_reason)
 
 
+_JSON_LENIENT = json.JSONDecoder(strict=False)  # built once: json.loads with options builds one per call
+
+
 def _whole_object(text: str) -> dict[str, Any] | None:
     """The answer when all of it is one JSON object (the usual case: no scan needed), else None."""
     body = text.strip()
     if not (body.startswith("{") and body.endswith("}")) or "```" in body:
         return None
     try:
-        value = json.loads(body, strict=False)
+        value = _JSON_LENIENT.decode(body)
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
@@ -69,7 +72,7 @@ def _first_object(text: str) -> Any:
         if end < 0:
             raise ValueError("JSON object is not closed (truncated answer?)")
         try:
-            value = json.loads(text[start:end], strict=False)  # raw newlines in strings are tolerated
+            value = _JSON_LENIENT.decode(text[start:end])  # raw newlines in strings are tolerated
         except json.JSONDecodeError as exc:
             reason = f"invalid JSON: {exc.msg} at char {exc.pos}"
             continue
