@@ -18,11 +18,49 @@ def _real_root(root: Path) -> Path:
 
 def ensure_inside(path: Path, root: Path) -> Path:
     """Return the real path of `path`, raising UnsafePathError if it leaves `root`."""
-    real = Path(os.path.realpath(path))
-    real_root = _real_root(root)
-    if real != real_root and real_root not in real.parents:
+    real = real_path(path)
+    real_root = os.fspath(_real_root(root))
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
         raise UnsafePathError(path, f"resolves outside the vault ({real})")
-    return real
+    return Path(real)
+
+
+_folders: dict[str, tuple[tuple[int, int], str]] = {}  # folder -> ((st_dev, st_ino), its real path)
+
+
+def real_path(path: Path) -> str:
+    """os.path.realpath(path), with each folder's real path remembered while it is still the same directory.
+
+    A folder is stat'ed (following links) every time: if it was replaced, by another folder or a link to one,
+    its inode differs and its real path is looked up again. A note that is itself a link is resolved in full.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return os.path.realpath(path)
+    key = (st.st_dev, st.st_ino)
+    hit = _folders.get(folder)
+    if hit is None or hit[0] != key:
+        if len(_folders) > 4096:
+            _folders.clear()
+        hit = _folders[folder] = (key, os.path.realpath(folder))
+    full = os.path.join(hit[1], name)
+    if name in ("", ".", "..") or os.path.islink(full):
+        return os.path.realpath(path)
+    return full
+
+
+def read_bytes(path: Path) -> bytes:
+    """A whole file, read with os calls (about half the cost of Path.read_bytes)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, root: Path | None = None, *, sync_dir: bool = True) -> Path:

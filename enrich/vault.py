@@ -12,6 +12,7 @@ from typing import Generic, Iterable, Iterator, Mapping, TypeVar
 
 from . import charfreq, mojibake, repair
 from .errors import NoteError
+from .fsio import read_bytes
 from .frontmatter import as_str_list
 from .links import Link, find_links, is_attachment, link_key
 from .notes import Note, decode, parse_text
@@ -78,7 +79,7 @@ def iter_note_files(root: Path) -> Iterator[Path]:
 def read_note_text(path: Path) -> tuple[bytes, str, bool]:
     """Read a note file and decode it; raise NoteError / NotUtf8Error."""
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except OSError as exc:
         raise NoteError(path, f"cannot read: {exc.strerror}") from exc
     text, bom = decode(raw, path)

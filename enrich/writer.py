@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 from .errors import NoteError
-from .fsio import ensure_inside, fsync_dir, write_real
+from .fsio import ensure_inside, fsync_dir, read_bytes, write_real
 from .journal import Journal
 from .vault import VaultNote
 
@@ -78,7 +78,7 @@ class NoteWriter:
         """True when the file still holds what was read; otherwise fail the item."""
         vn, _, done = item
         try:
-            current = vn.path.read_bytes()
+            current = read_bytes(vn.path)
         except OSError as exc:
             done.set_exception(NoteError(vn.path, f"cannot read before writing: {exc.strerror}"))
             return False

@@ -122,6 +122,34 @@ def test_atomic_write_refuses_symlink_out_of_vault(tmp_path: Path) -> None:
     assert not [p for p in os.listdir(root) if p.endswith(".enrich-tmp")]
 
 
+def test_real_path_matches_realpath_and_notices_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
+    from enrich.fsio import ensure_inside, read_bytes, real_path
+
+    root, outside = tmp_path / "v", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub" / "a.md").write_bytes(b"a")
+    (outside / "a.md").write_bytes(b"secret")
+    (root / "inner.md").symlink_to(root / "sub" / "a.md")
+    (root / "out.md").symlink_to(outside / "a.md")
+    (root / "linked").symlink_to(root / "sub")
+    for p in (root / "sub" / "a.md", root / "inner.md", root / "out.md", root / "linked" / "a.md", root / "missing.md",
+              root / "sub" / ".." / "sub" / "a.md", root / "sub" / "."):
+        assert real_path(p) == os.path.realpath(p), p
+    assert ensure_inside(root / "sub" / "a.md", root) == (root / "sub" / "a.md").resolve()
+    with pytest.raises(UnsafePathError):
+        ensure_inside(root / "out.md", root)
+    (root / "sub").rename(root / "old")  # the folder, remembered above, is replaced by a link out of the vault
+    (root / "sub").symlink_to(outside)
+    assert real_path(root / "sub" / "a.md") == os.path.realpath(root / "sub" / "a.md")
+    with pytest.raises(UnsafePathError):
+        ensure_inside(root / "sub" / "a.md", root)
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 10_000)  # more than one read
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_bytes(big) == big.read_bytes() and read_bytes(tmp_path / "empty") == b""
+
+
 def test_check_starts_without_the_model_stack() -> None:
     """`enrich check` must start fast: importing the CLI does not import openai, tiktoken or the pipeline."""
     import subprocess
