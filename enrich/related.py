@@ -255,8 +255,9 @@ class CandidateIndex:
         self._df = np.diff(self._bm25["indptr"])  # notes per term
         self._dense_row, self._dense = self._dense_rows(dense_df)
         self._query_idf = np.log1p(len(self.notes) / np.maximum(self._df, 1))
-        link_keys = [_link_keys(vault, vn) for vn in self.notes]
-        self._tags = _Features([self._tag_keys(vn) for vn in self.notes])
+        self._link_sets = link_keys = [_link_keys(vault, vn) for vn in self.notes]
+        self._tag_sets = [self._tag_keys(vn) for vn in self.notes]
+        self._tags = _Features(self._tag_sets)
         self._links = _Features(link_keys)
         self._backlinks = self._backlink_lists(link_keys)
         self._lines: dict[int, str] = {}
@@ -329,10 +330,13 @@ class CandidateIndex:
     def scores(self, vn: VaultNote) -> FloatArray:
         """Combined score of every indexed note as a candidate for vn."""
         pos = self._pos.get(vn.rel)
-        tokens = self._tokens[pos] if pos is not None else self._token_ids(note_tokens(vn))
+        if pos is not None:  # an indexed note: what the index already holds for it
+            tokens, tags, links = self._tokens[pos], self._tag_sets[pos], self._link_sets[pos]
+        else:
+            tokens, tags, links = self._token_ids(note_tokens(vn)), self._tag_keys(vn), _link_keys(self.vault, vn)
         total = W_TEXT * self._text_scores(tokens)
-        total += W_TAGS * self._tags.similarity(self._tag_keys(vn))
-        total += W_LINKS * self._links.similarity(_link_keys(self.vault, vn))
+        total += W_TAGS * self._tags.similarity(tags)
+        total += W_LINKS * self._links.similarity(links)
         back = self._backlinks.get(vn.rel, [])
         if back:
             total[back] += W_BACKLINK
