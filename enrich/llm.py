@@ -139,13 +139,20 @@ def _clean_point(point: str) -> str:
     return _TRAIL_MARKER_RE.sub("", text).strip()
 
 
-def sanitize(e: Enrichment, spec: OutputSpec) -> Enrichment:
-    """Return a cleaned copy re-validated against spec (may raise pydantic.ValidationError)."""
-    data = e.model_dump()
-    data["key_points"] = [_clean_point(p) for p in e.key_points]
-    data["tags"] = [clean_text(t) for t in e.tags]
-    data["related"] = [clean_text(r) for r in e.related]
-    return spec.validate(data)
+def sanitize(e: Enrichment, spec: OutputSpec, validated: Any = None) -> Enrichment:
+    """Return a cleaned copy re-validated against spec (may raise pydantic.ValidationError).
+
+    `validated` is the data e was validated from: when cleaning gives back exactly that data, e is returned,
+    as validating the same data again gives the same result.
+    """
+    cleaned = {
+        "key_points": [_clean_point(p) for p in e.key_points],
+        "tags": [clean_text(t) for t in e.tags],
+        "related": [clean_text(r) for r in e.related],
+    }
+    if validated is not None and validated == cleaned:
+        return e
+    return spec.validate({**e.model_dump(), **cleaned})
 
 
 def _validation_errors(exc: ValidationError) -> list[str]:
@@ -159,8 +166,8 @@ def _validation_errors(exc: ValidationError) -> list[str]:
 
 def parse_enrichment(text: str, spec: OutputSpec) -> Enrichment:
     """Extract, clean, validate and sanitise one answer (ValueError/ValidationError on failure)."""
-    data = extract_json(text)
-    return sanitize(spec.validate(_clean_tree(data)), spec)
+    data = _clean_tree(extract_json(text))
+    return sanitize(spec.validate(data), spec, data)
 
 
 def _reask_messages(messages: list[Message], bad: str, errors: list[str]) -> list[Message]:

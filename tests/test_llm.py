@@ -496,3 +496,26 @@ def test_strict_schema_reuses_the_parts_specs_share() -> None:
     assert first["properties"]["tags"] is second["properties"]["tags"]  # shared part copied once
     assert first["properties"]["related"] != second["properties"]["related"]
     assert "maxLength" not in json.dumps(first) and "maxLength" in json.dumps(one)
+
+
+def test_an_answer_that_cleaning_leaves_alone_is_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from enrich.llm import parse_enrichment
+    from enrich.schema import OutputSpec
+
+    calls: list[Any] = []
+    real = OutputSpec.validate
+
+    def counting(self: OutputSpec, data: Any) -> Any:
+        calls.append(data)
+        return real(self, data)
+
+    monkeypatch.setattr(OutputSpec, "validate", counting)
+    clean = valid_enrichment(["alpha-note"])
+    assert parse_enrichment(json.dumps(clean), SPEC).model_dump() == clean and len(calls) == 1
+    calls.clear()
+    padded = {**clean, "key_points": [f"  {p}  " for p in clean["key_points"]], "tags": ["#" + t for t in clean["tags"]]}
+    assert parse_enrichment(json.dumps(padded), SPEC).model_dump() == clean and len(calls) == 2  # changed: checked again
+    calls.clear()
+    short = {**clean, "key_points": ["  abc   ", *clean["key_points"][1:]]}  # 8 characters before stripping, 3 after
+    with pytest.raises(ValidationError):
+        parse_enrichment(json.dumps(short), SPEC)
