@@ -3,7 +3,7 @@
 It speaks only what a JSON API call needs: one POST at a time per kept-alive connection (no pipelining),
 answers framed by Content-Length, chunked transfer coding or the connection's end, gzip/deflate bodies,
 TLS through asyncio (verified as the other clients do). Proxies are not spoken: with a proxy set for the
-URL, "auto" sends through aiohttp instead (openai_provider._resolve_kind).
+URL, "auto" sends through aiohttp instead (posters.resolve_kind).
 """
 
 from __future__ import annotations

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import os
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -21,9 +17,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from enrich.errors import ConfigError, ContextOverflow, ProviderRejected, TransportError
+from enrich.errors import ContextOverflow, ProviderRejected, TransportError
 from enrich.providers.base import Completion, Message
-from enrich.providers.wire import DEFAULT_BASE_URL, HTTPFailure, Poster
+from enrich.providers.posters import make_poster, resolve_kind
+from enrich.providers.wire import HTTPFailure
 from enrich.ratelimit import RateLimiter
 
 MODES = ("json_schema", "json_object", "text")
@@ -143,49 +140,6 @@ def _status_text(exc: HTTPFailure) -> str:
     return exc.message if exc.status is None else f"HTTP {exc.status}"
 
 
-def _has_aiohttp() -> bool:
-    """True when the aiohttp package can be imported."""
-    return importlib.util.find_spec("aiohttp") is not None
-
-
-def _resolve_kind(kind: str, base_url: str | None) -> str:
-    """Resolve "auto": enrich's own HTTP/1.1 client, unless a proxy is set for the URL (then aiohttp, else httpx)."""
-    if kind == "direct" and not _has_aiohttp():
-        raise ConfigError(
-            "http_client = direct needs the aiohttp package", hint="pip install aiohttp, or set ENRICH_HTTP_CLIENT=auto"
-        )
-    if kind == "auto":
-        if not _proxied(base_url):
-            return "asyncio"
-        return "direct" if _has_aiohttp() else "httpx"
-    return kind
-
-
-def _proxied(base_url: str | None) -> bool:
-    """True if HTTP(S)_PROXY / ALL_PROXY (and not NO_PROXY) apply to the chat URL."""
-    base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    parts = urllib.parse.urlsplit(base)
-    if urllib.request.proxy_bypass(parts.hostname or ""):
-        return False
-    proxies = urllib.request.getproxies()
-    return bool(proxies.get(parts.scheme.lower()) or proxies.get("all"))
-
-
-def _poster(kind: str, base_url: str | None, api_key: str, timeout: float) -> Poster:
-    """HTTP1Post for "asyncio", DirectPost for "direct"; the SDK (imported only then) for "aiohttp" and "httpx"."""
-    if kind == "asyncio":
-        from enrich.providers.http1 import HTTP1Post
-
-        return HTTP1Post(base_url, api_key, timeout)
-    if kind == "direct":
-        from enrich.providers.direct import DirectPost
-
-        return DirectPost(base_url, api_key, timeout)
-    from enrich.providers.sdkpost import SDKPost
-
-    return SDKPost(base_url, api_key, timeout, kind)
-
-
 class OpenAIProvider:
     """The Provider protocol over any OpenAI-compatible /v1/chat/completions server."""
 
@@ -221,8 +175,8 @@ class OpenAIProvider:
         self._secret = api_key or ""
         self._wait: Wait = wait or self.default_wait
         self._sleep: Sleep = sleep or asyncio.sleep
-        self.http_client = _resolve_kind(http_client, base_url)
-        self._poster = _poster(self.http_client, base_url, api_key or DUMMY_KEY, timeout)
+        self.http_client = resolve_kind(http_client, base_url)
+        self._poster = make_poster(self.http_client, base_url, api_key or DUMMY_KEY, timeout)
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
