@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence, TextIO
 
 from .errors import EnrichError
 from .fsio import atomic_write, ensure_inside, fsync_dir
@@ -28,14 +28,19 @@ class Journal:
     before any note of the batch is replaced, so a crash never leaves a changed note without its original.
     """
 
-    def __init__(self, vault_root: Path, command: str) -> None:
+    def __init__(self, vault_root: Path, command: str, *, keep_open: bool = False) -> None:
         self.root = vault_root
         self._real_root = vault_root.resolve()
         stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000:06d}"
         self.dir = vault_root / ".enrich" / "journal" / stamp
         self.entries: list[dict[str, Any]] = []
         self.command = command
+        self.keep_open = keep_open  # keep the originals and manifest files open between records (close() them)
         self._made = False  # the journal folder exists (made by this journal)
+        self._files = 0  # originals files created
+        self._origs: BinaryIO | None = None
+        self._origs_name, self._origs_size = "", 0
+        self._manifest: TextIO | None = None
 
     def _entry(self, path: Path, new: bytes, orig: tuple[str, int, int] | None, real: bool) -> dict[str, Any]:
         """Describe one file: where its original bytes are kept (file, offset, length) and what was written."""
@@ -57,49 +62,76 @@ class Journal:
     def record_many(self, items: Sequence[tuple[Path, bytes | None, bytes]], *, real: bool = False) -> None:
         """Record several files durably before any is written: originals in one file, then one manifest append.
 
-        Three fsyncs per call whatever its size: the originals, the manifest and the journal folder.
-        real=True: the paths are already resolved (the caller checked them), so they are not resolved again.
+        Up to three fsyncs per call whatever its size: the originals, the manifest, and the journal folder when a
+        file was created in it. real=True: the paths are already resolved (the caller checked them).
         """
         first = False
         if not self._made:
             first = not self.dir.is_dir()
             self.dir.mkdir(parents=True, exist_ok=True)
             self._made = True
-        blob, spans = self._save_originals([o for _, o, _ in items])
+        blob, spans, created = self._save_originals([o for _, o, _ in items])
         spans.reverse()
         lines = [self._entry(p, n, (blob, *spans.pop()) if o is not None else None, real) for p, o, n in items]
-        manifest = self.dir / MANIFEST
-        with manifest.open("a", encoding="utf-8") as fh:
+        fh = self._manifest if self._manifest is not None else (self.dir / MANIFEST).open("a", encoding="utf-8")
+        try:
             if fh.tell() == 0:
                 fh.write(json.dumps({"command": self.command}) + "\n")
+                created = True
             fh.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines))
             fh.flush()
             os.fsync(fh.fileno())
-        for folder in [self.dir, *(self.dir.parents[:3] if first else [])]:
-            fsync_dir(folder)  # the new files' names; on the first call also run/, journal/ and .enrich/ themselves
+        finally:
+            if self.keep_open and self._manifest is None:
+                self._manifest = fh
+            elif not self.keep_open:
+                fh.close()
+        if created:  # the new files' names; on the first call also run/, journal/ and .enrich/ themselves
+            for folder in [self.dir, *(self.dir.parents[:3] if first else [])]:
+                fsync_dir(folder)
 
-    def _save_originals(self, originals: Sequence[bytes | None]) -> tuple[str, list[tuple[int, int]]]:
-        """Write the originals into one new file (fsynced); return its name and each one's (offset, length)."""
+    def _save_originals(self, originals: Sequence[bytes | None]) -> tuple[str, list[tuple[int, int]], bool]:
+        """Write the originals into the open originals file, else a new one (fsynced).
+
+        Returns its name, each one's (offset, length), and whether the file was created.
+        """
         kept = [o for o in originals if o is not None]
         if not kept:
-            return "", []
-        name = f"{len(self.entries):05d}.origs"
+            return "", [], False
+        created = self._origs is None
+        if self._origs is None:
+            self._files += 1
+            self._origs_name, self._origs_size = f"{self._files:05d}.origs", 0
+            self._origs = open(self.dir / self._origs_name, "xb")  # never over an earlier file
+        fh, offset = self._origs, self._origs_size
         spans: list[tuple[int, int]] = []
-        offset = 0
         for data in kept:
             spans.append((offset, len(data)))
             offset += len(data)
-        with open(self.dir / name, "wb") as fh:
+        try:
             fh.write(b"".join(kept))
             fh.flush()
             os.fsync(fh.fileno())
-        return name, spans
+        finally:
+            self._origs_size = offset
+            if not self.keep_open:
+                fh.close()
+                self._origs = None
+        return self._origs_name, spans, created
+
+    def close(self) -> None:
+        """Close the files kept open (keep_open); the next record opens them again."""
+        for fh in (self._origs, self._manifest):
+            if fh is not None:
+                fh.close()
+        self._origs = self._manifest = None
 
     def forget(self, rels: set[str]) -> None:
         """Drop entries for files that were never written, so `undo` does not look for them."""
         if not rels:
             return
         self.entries = [e for e in self.entries if e["path"] not in rels]
+        self.close()  # the manifest is replaced below: a kept handle would append to the old file
         body = json.dumps({"command": self.command}) + "\n"
         body += "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.entries)
         atomic_write(self.dir / MANIFEST, body.encode("utf-8"))

@@ -332,6 +332,7 @@ class Pipeline:
             self._ahead = None
         if self._provider is not None:
             await self._provider.aclose()
+        self._writer.close()
         self.cache.close()
 
 

@@ -44,6 +44,11 @@ class NoteWriter:
                 return  # written in a batch flushed just before the cancellation arrived: count it
             raise
 
+    def close(self) -> None:
+        """Close the journal's open files (the run is over)."""
+        if self.journal is not None:
+            self.journal.close()
+
     def _flush(self) -> None:
         """Write every pending note: check, journal (one fsync), replace each, fsync each folder once."""
         items = [item for item in self._pending if not item[2].done()]
@@ -91,7 +96,7 @@ class NoteWriter:
         """Record the originals of items in the undo journal; fail them all if that is impossible."""
         try:
             if self.journal is None:
-                self.journal = Journal(self.root, self.command)
+                self.journal = Journal(self.root, self.command, keep_open=True)
             self.journal.record_many([(real, vn.raw, data) for (vn, data, _), real in items], real=True)
         except (OSError, ValueError) as exc:
             for (vn, _, done), _ in items:

@@ -241,7 +241,10 @@ def test_notes_written_in_one_loop_turn_share_their_journal_and_folder_fsyncs(
 
     async def write_all() -> None:
         writer = NoteWriter(vault)
-        await asyncio.gather(*(writer.write(vn, vn.raw + b"\nenriched\n") for vn in notes))
+        try:
+            await asyncio.gather(*(writer.write(vn, vn.raw + b"\nenriched\n") for vn in notes))
+        finally:
+            writer.close()
 
     asyncio.run(write_all())
     first_replace = next(i for i, e in enumerate(events) if e.startswith("replace"))
@@ -252,6 +255,39 @@ def test_notes_written_in_one_loop_turn_share_their_journal_and_folder_fsyncs(
         assert f"fsync {folder.resolve()}" in before
     assert len([e for e in events if e.startswith("fsync")]) == 8 + 2 + 4 + 1
     assert all((vault / name).read_bytes() == data + b"\nenriched\n" for name, data in originals.items())
+    undo_last(vault)
+    assert all((vault / name).read_bytes() == data for name, data in originals.items())
+
+
+def test_later_batches_append_to_the_open_journal_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's journal keeps its originals and manifest files open: a later batch costs two fsyncs and no folder
+    fsync (no new name), and undo still restores every note."""
+    import asyncio
+
+    from enrich.journal import read_manifest, undo_last
+    from enrich.writer import NoteWriter
+
+    vault = tmp_path / "vault"
+    originals = write_vault(vault, 6)
+    notes = scan_vault(vault, default_roles()).notes
+    fsyncs: list[str] = []
+    real_fsync = os.fsync
+
+    async def write_batches() -> None:
+        writer = NoteWriter(vault)
+        try:
+            await asyncio.gather(*(writer.write(vn, vn.raw + b"\none\n") for vn in notes[:3]))
+            monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+            await asyncio.gather(*(writer.write(vn, vn.raw + b"\ntwo\n") for vn in notes[3:]))
+        finally:
+            writer.close()
+
+    asyncio.run(write_batches())
+    run_dir = next((vault / ".enrich" / "journal").iterdir())
+    assert [Path(f).name for f in fsyncs[:2]] == ["00001.origs", "manifest.jsonl"]  # appended, not new files
+    assert len(fsyncs) == 2 + 3 + 1 and str(run_dir.resolve()) not in fsyncs  # then each note and the vault folder
+    assert sorted(p.name for p in run_dir.iterdir()) == ["00001.origs", "manifest.jsonl"]
+    assert len(read_manifest(run_dir)) == 6
     undo_last(vault)
     assert all((vault / name).read_bytes() == data for name, data in originals.items())
 
@@ -276,7 +312,10 @@ def test_a_batch_with_a_note_linked_out_of_the_vault_writes_the_others_and_journ
 
     async def write_all() -> list[BaseException | None]:
         writer = NoteWriter(vault)
-        return await asyncio.gather(*(writer.write(vn, vn.raw + b"\nnew\n") for vn in notes), return_exceptions=True)
+        try:
+            return await asyncio.gather(*(writer.write(vn, vn.raw + b"\nnew\n") for vn in notes), return_exceptions=True)
+        finally:
+            writer.close()
 
     results = asyncio.run(write_all())
     assert isinstance(results[0], UnsafePathError) and results[1:] == [None, None]
