@@ -81,11 +81,14 @@ class Journal:
             fh.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines))
             fh.flush()
             os.fsync(fh.fileno())
-        finally:
-            if self.keep_open and self._manifest is None:
-                self._manifest = fh
-            elif not self.keep_open:
-                fh.close()
+        except BaseException:
+            fh.close()  # the next record opens it again, as without keep_open
+            self._manifest = None
+            raise
+        if self.keep_open:
+            self._manifest = fh
+        else:
+            fh.close()
         if created:  # the new files' names; on the first call also run/, journal/ and .enrich/ themselves
             for folder in [self.dir, *(self.dir.parents[:3] if first else [])]:
                 fsync_dir(folder)
@@ -112,11 +115,14 @@ class Journal:
             fh.write(b"".join(kept))
             fh.flush()
             os.fsync(fh.fileno())
-        finally:
-            self._origs_size = offset
-            if not self.keep_open:
-                fh.close()
-                self._origs = None
+        except BaseException:
+            fh.close()  # how much reached the file is unknown: later originals go to a new file
+            self._origs = None
+            raise
+        self._origs_size = offset
+        if not self.keep_open:
+            fh.close()
+            self._origs = None
         return self._origs_name, spans, created
 
     def close(self) -> None:

@@ -292,6 +292,68 @@ def test_later_batches_append_to_the_open_journal_files(tmp_path: Path, monkeypa
     assert all((vault / name).read_bytes() == data for name, data in originals.items())
 
 
+def test_a_batch_whose_originals_cannot_be_saved_is_not_written_and_later_batches_undo_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The originals file fills up mid-run (half a batch written): that batch fails untouched; the next batch's
+    originals go to a new file, so undo restores exactly what each note held."""
+    import asyncio
+    import builtins
+
+    from enrich import journal as journal_module
+    from enrich.errors import NoteError
+    from enrich.journal import read_manifest, undo_last
+    from enrich.writer import NoteWriter
+
+    vault = tmp_path / "vault"
+    originals = write_vault(vault, 6)
+    notes = scan_vault(vault, default_roles()).notes
+    fail = {"on": False}
+
+    class FillsUp:
+        """A file whose next write, once armed, writes half its bytes and fails (a full disk)."""
+
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def write(self, data: bytes) -> int:
+            if fail["on"]:
+                fail["on"] = False
+                self.fh.write(data[: len(data) // 2])
+                self.fh.flush()
+                raise OSError(28, "No space left on device")
+            return int(self.fh.write(data))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.fh, name)
+
+    def opener(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        fh = builtins.open(file, mode, *args, **kwargs)
+        return FillsUp(fh) if str(file).endswith(".origs") else fh
+
+    monkeypatch.setattr(journal_module, "open", opener, raising=False)
+
+    async def batches() -> list[BaseException | None]:
+        writer = NoteWriter(vault)
+        try:
+            await asyncio.gather(*(writer.write(vn, vn.raw + b"\none\n") for vn in notes[:2]))
+            fail["on"] = True
+            failed = await asyncio.gather(*(writer.write(vn, vn.raw + b"\ntwo\n") for vn in notes[2:4]),
+                                          return_exceptions=True)
+            await asyncio.gather(*(writer.write(vn, vn.raw + b"\nthree\n") for vn in notes[4:]))
+            return failed
+        finally:
+            writer.close()
+
+    failed = asyncio.run(batches())
+    assert all(isinstance(e, NoteError) for e in failed)
+    assert all((vault / vn.rel).read_bytes() == originals[vn.rel] for vn in notes[2:4])  # left untouched
+    run_dir = next((vault / ".enrich" / "journal").iterdir())
+    assert sorted(e["path"] for e in read_manifest(run_dir)) == sorted(vn.rel for vn in notes[:2] + notes[4:])
+    undo_last(vault)
+    assert all((vault / name).read_bytes() == data for name, data in originals.items())
+
+
 def test_a_batch_with_a_note_linked_out_of_the_vault_writes_the_others_and_journals_only_them(tmp_path: Path) -> None:
     """A note whose file became a symlink out of the vault fails before the journal; the batch's others are
     written with their permissions kept, and undo restores exactly them."""
