@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
 import aiohttp
 
-from enrich.errors import ConfigError
-from enrich.providers.wire import DEFAULT_BASE_URL, Headers, HTTPFailure, env_proxy, parse_body, request_headers, tls_context
+from enrich.providers.wire import Headers, HTTPFailure, chat_url, env_proxy, parse_body, request_headers, tls_context
 
 __all__ = ["DirectPost", "env_proxy", "tls_context"]
+
 
 class DirectPost:
     """One keep-alive aiohttp session posting JSON to <base_url>/chat/completions.
@@ -24,10 +23,7 @@ class DirectPost:
     """
 
     def __init__(self, base_url: str | None, api_key: str, timeout: float) -> None:
-        base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        if not base.lower().startswith(("http://", "https://")):
-            raise ConfigError(f"the API base URL {base!r} is not an http:// or https:// URL", hint="check --base-url or OPENAI_BASE_URL")
-        self.url = base.rstrip("/") + "/chat/completions"
+        self.url = chat_url(base_url)
         self.proxy = env_proxy(self.url)
         self._headers = request_headers(api_key)
         self._ssl = tls_context() if self.url.startswith("https:") else None

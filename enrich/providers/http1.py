@@ -1,4 +1,4 @@
-"""POST chat requests over HTTP/1.1 on asyncio itself: no HTTP library, about half aiohttp's CPU per call.
+"""POST chat requests over HTTP/1.1 on asyncio itself: no HTTP library, a quarter to a half less CPU per call than aiohttp.
 
 It speaks only what a JSON API call needs: one POST at a time per kept-alive connection (no pipelining),
 answers framed by Content-Length, chunked transfer coding or the connection's end, gzip/deflate bodies,
@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import ssl
 import urllib.parse
 import zlib
 from typing import Any
 
-from enrich.errors import ConfigError
-from enrich.providers.wire import DEFAULT_BASE_URL, Headers, HTTPFailure, parse_body, request_headers, tls_context
+from enrich.providers.wire import Headers, HTTPFailure, chat_url, parse_body, request_headers, tls_context
 
 MAX_HEAD = 64 * 1024  # status line and headers
 MAX_BODY = 64 * 1024 * 1024  # an answer larger than this is not a chat completion
@@ -102,11 +100,9 @@ class HTTP1Post:
     """Keep-alive connections to one host, posting JSON to <base_url>/chat/completions."""
 
     def __init__(self, base_url: str | None, api_key: str, timeout: float) -> None:
-        base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        parts = urllib.parse.urlsplit(base.rstrip("/") + "/chat/completions")
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"the API base URL {base!r} is not an http:// or https:// URL", hint="check --base-url or OPENAI_BASE_URL")
-        self.url = urllib.parse.urlunsplit(parts)
+        self.url = chat_url(base_url)
+        parts = urllib.parse.urlsplit(self.url)
+        assert parts.hostname is not None  # chat_url checked it
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
         self._ssl = tls_context() if parts.scheme.lower() == "https" else None

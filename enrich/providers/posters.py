@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import urllib.parse
-import urllib.request
 
 from enrich.errors import ConfigError
-from enrich.providers.wire import DEFAULT_BASE_URL, Poster
+from enrich.providers.wire import Poster, chat_url, proxy_for
 
 
 def _has_aiohttp() -> bool:
@@ -31,12 +28,7 @@ def resolve_kind(kind: str, base_url: str | None) -> str:
 
 def _proxied(base_url: str | None) -> bool:
     """True if HTTP(S)_PROXY / ALL_PROXY (and not NO_PROXY) apply to the chat URL."""
-    base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    parts = urllib.parse.urlsplit(base)
-    if urllib.request.proxy_bypass(parts.hostname or ""):
-        return False
-    proxies = urllib.request.getproxies()
-    return bool(proxies.get(parts.scheme.lower()) or proxies.get("all"))
+    return proxy_for(chat_url(base_url)) is not None
 
 
 def make_poster(kind: str, base_url: str | None, api_key: str, timeout: float) -> Poster:

@@ -103,20 +103,35 @@ def _version() -> str:
         return "dev"
 
 
-def env_proxy(url: str) -> str | None:
-    """The proxy HTTP(S)_PROXY / ALL_PROXY / NO_PROXY name for url, read once (aiohttp's trust_env asks a thread per request)."""
+def chat_url(base_url: str | None) -> str:
+    """<base>/chat/completions for --base-url, else OPENAI_BASE_URL, else OpenAI's; ConfigError unless http(s) with a host."""
+    base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    url = base.rstrip("/") + "/chat/completions"
     parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"the API base URL {base!r} is not an http:// or https:// URL", hint="check --base-url or OPENAI_BASE_URL")
+    return url
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / ALL_PROXY name for url, unless NO_PROXY covers its host."""
+    parts = urllib.parse.urlsplit(url)
     if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     proxies = urllib.request.getproxies()
-    proxy = proxies.get(scheme.lower()) or proxies.get("all")
+    return proxies.get(parts.scheme.lower()) or proxies.get("all") or None
+
+
+def env_proxy(url: str) -> str | None:
+    """proxy_for(url) for aiohttp, read once (aiohttp's trust_env asks a thread per request); http:// proxies only."""
+    proxy = proxy_for(url)
     if proxy and not proxy.lower().startswith(("http://", "https://")):
+        scheme = urllib.parse.urlsplit(url).scheme
         raise ConfigError(
             f"the proxy for {scheme} ({proxy.split('://', 1)[0]}://...) is not an http:// proxy, which is all aiohttp supports",
             hint="set ENRICH_HTTP_CLIENT=httpx to send through the openai SDK's httpx client instead",
         )
-    return proxy or None
+    return proxy
 
 
 def parse_body(raw: bytes) -> Any:
