@@ -214,3 +214,19 @@ def test_chained_edits_equal_a_fresh_parse(case: tuple[str, str], edits: list[tu
         else:
             note = set_meta(note, str(where), values)
         assert _model(note) == _model(reparsed(note))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(["\n", "\r\n", "\r", " ", "  ", "\t", "#", "##", "# x", "-", "*", "_", "`", "```", "~~~",
+                              "1.", "2)", "a", "b c", "---", "***", "- ", "> "]), max_size=40),
+    st.integers(min_value=0, max_value=60),
+)
+def test_candidate_lines_are_what_the_multiline_pattern_finds(parts: list[str], start: int) -> None:
+    """The newline-anchored scan finds the same lines, at the same offsets, as _CANDIDATE.finditer."""
+    from enrich.notes import _CANDIDATE, _candidate_lines
+
+    text = "".join(parts)
+    start = min(start, len(text))
+    expected = [(m.start(), m.end(), m.group()) for m in _CANDIDATE.finditer(text, start)]
+    assert list(_candidate_lines(text, start)) == expected
