@@ -267,20 +267,24 @@ def _yaml_style(old: str) -> dict[str, Any]:
     return style
 
 
+_BARE_SCALAR = re.compile(r"[\w\-\u4e00-\u9fff/.]+")
+_to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(x, ensure_ascii=False), its encoder built once
+
+
 def _scalar(value: Any, quote: str) -> str:
     """Render one scalar: JSON-quoted unless an unquoted style is safe."""
     s = str(value)
-    if quote == "" and re.fullmatch(r"[\w\-\u4e00-\u9fff/.]+", s) and not s[0] in "-.":
+    if quote == "" and _BARE_SCALAR.fullmatch(s) and not s[0] in "-.":
         return s
     if quote == "'":
         return "'" + s.replace("'", "''") + "'"
-    return json.dumps(s, ensure_ascii=False)
+    return _to_json(s)
 
 
 def _yaml_entry(key: str, value: Any, old: str | None, nl: str) -> str:
     """Render `key: value` in the style of the old entry (or a sensible default)."""
     if isinstance(value, dict):
-        return f"{key}: {json.dumps(value, ensure_ascii=False)}{nl}"
+        return f"{key}: {_to_json(value)}{nl}"
     if isinstance(value, list):
         style: dict[str, Any] = _yaml_style(old) if old else {"inline": True, "sep": ", ", "quote": '"'}
         if style.get("block") and not style.get("inline"):
