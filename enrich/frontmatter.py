@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from datetime import date
 from typing import Any
 
@@ -16,6 +16,7 @@ _FENCE = re.compile(r"---[ \t]*(\r\n|\n|\r)")
 _CLOSE = re.compile(r"^(---|\.\.\.)[ \t]*(\r\n|\n|\r|$)", re.MULTILINE)
 _WS = re.compile(r"\s*")
 _TOP_KEY = re.compile(r"^([A-Za-z_][\w\-]*)[ \t]*:(.*)$")
+_KEY_NAME = re.compile(r"[A-Za-z_][\w\-]*")
 
 
 class FrontmatterError(ValueError):
@@ -235,20 +236,37 @@ def set_key(text: str, fm: Frontmatter | None, key: str, value: Any, newline: st
 
 def _yaml_key_span(text: str, fm: Frontmatter, key: str) -> tuple[int, int] | None:
     """Return the span of a top-level YAML key with its continuation lines."""
-    pos = fm.body_start
-    found: int | None = None
+    found = _yaml_key_line(text, fm, key)
+    if found is None:
+        return None
+    nl = text.find("\n", found, fm.body_end)
+    pos = fm.body_end if nl == -1 else nl + 1
     while pos < fm.body_end:
         nl = text.find("\n", pos, fm.body_end)
         line_end = fm.body_end if nl == -1 else nl + 1
         line = text[pos:line_end].rstrip("\r\n")
-        is_top = bool(line) and not line[0].isspace() and not line.startswith("- ")
-        if found is not None and is_top and not line.startswith("#"):
+        if line and not line[0].isspace() and not line.startswith(("- ", "#")):  # the next top-level key
             return found, pos
-        m = _TOP_KEY.match(line)
-        if found is None and m and m.group(1) == key:
-            found = pos
         pos = line_end
-    return (found, fm.body_end) if found is not None else None
+    return found, fm.body_end
+
+
+@lru_cache(maxsize=64)
+def _key_patterns(key: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """`key:` at a given offset, and after a newline (sre finds a literal start fast)."""
+    entry = re.escape(key) + r"[ \t]*:"
+    return re.compile(entry), re.compile("\n" + entry)
+
+
+def _yaml_key_line(text: str, fm: Frontmatter, key: str) -> int | None:
+    """Offset of the first frontmatter line that _TOP_KEY reads as `key`, or None."""
+    if not _KEY_NAME.fullmatch(key):
+        return None  # _TOP_KEY reads no such key
+    at_start, after_newline = _key_patterns(key)
+    if at_start.match(text, fm.body_start, fm.body_end):
+        return fm.body_start
+    m = after_newline.search(text, fm.body_start, fm.body_end)
+    return m.start() + 1 if m else None
 
 
 def _yaml_style(old: str) -> dict[str, Any]:

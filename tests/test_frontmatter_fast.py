@@ -63,3 +63,39 @@ def test_fast_path_agrees_with_yaml(raw: str) -> None:
 )
 def test_fast_path_takes_the_vault_sample_shapes(raw: str) -> None:
     assert fast_yaml(raw) is not None and fast_yaml(raw) == yaml.load(raw, Loader=LOADER)
+
+
+def _key_span_by_lines(text: str, fm: Any, key: str) -> tuple[int, int] | None:
+    """The key span as the line-by-line scan found it before the pattern search (the reference)."""
+    from enrich.frontmatter import _TOP_KEY
+
+    pos, found = fm.body_start, None
+    while pos < fm.body_end:
+        nl = text.find("\n", pos, fm.body_end)
+        line_end = fm.body_end if nl == -1 else nl + 1
+        line = text[pos:line_end].rstrip("\r\n")
+        is_top = bool(line) and not line[0].isspace() and not line.startswith("- ")
+        if found is not None and is_top and not line.startswith("#"):
+            return found, pos
+        m = _TOP_KEY.match(line)
+        if found is None and m and m.group(1) == key:
+            found = pos
+        pos = line_end
+    return (found, fm.body_end) if found is not None else None
+
+
+_FM_LINES = st.sampled_from([
+    "tags: [a, b]", "tags:", "  - x", "- y", "tags : 1", "tagsx: 2", "tags-x: 3", " tags: 4", "# tags: 5", "",
+    "title: T", "enriched: {\"a\": 1}", "enriched:x", "\ttags: 6", "tags:\r", "x: tags: 7", "_k: 8",
+])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_FM_LINES, max_size=12), st.sampled_from(["\n", "\r\n"]), st.sampled_from(["tags", "enriched", "a b", "x"]))
+def test_key_span_search_agrees_with_the_line_scan(lines: list[str], nl: str, key: str) -> None:
+    from enrich.frontmatter import _yaml_key_span, parse
+
+    text = "---" + nl + "".join(line + nl for line in lines) + "---" + nl + "body" + nl
+    fm = parse(text)
+    assert fm is not None
+    assert _yaml_key_span(text, fm, key) == _key_span_by_lines(text, fm, key)
