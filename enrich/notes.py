@@ -264,8 +264,9 @@ def _shifted(note: Note, text: str, a: int, b: int, delta: int, fm: Frontmatter 
     def move_body(x: int) -> int:  # a body that starts where text is inserted keeps its start
         return x + delta if x >= b and x > a else x
 
-    sections = tuple(
-        Section(s.level, s.title, s.role, move(s.start), move_body(s.body_start), move(s.end)) for s in note.sections
+    sections = tuple(  # a section ending before the edit keeps its offsets (and its object)
+        s if s.end < b else Section(s.level, s.title, s.role, move(s.start), move_body(s.body_start), move(s.end))
+        for s in note.sections
     )
     return Note(note.path, text, note.bom, note.newline, fm, note.title, sections,
                 fm.end if fm else 0, move(note.trailer_start))
