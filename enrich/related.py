@@ -36,7 +36,7 @@ _CJK_RUN = re.compile(f"[{_CJK}]+")
 _MARKUP = re.compile(r"<[^>\n]*>|\]\([^)\n]*\)|\w+://\S+")
 _BINARY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
 _BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+", re.MULTILINE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|[。！？]")  # the end of a first sentence (a match starts at its mark)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _HAS_WORD = re.compile(r"[^\W_]")
 _FEED_NOISE = re.compile(r"arXiv:\S+\s+Announce Type:\s*\S+\s*$", re.IGNORECASE)  # arXiv RSS preamble line
@@ -168,7 +168,8 @@ def candidate_line(vn: VaultNote) -> str:
     points = key_points(vn)
     text = visible.visible_text(points[0]) if points else _first_text_line(_raw_content(vn))
     if not points and text:
-        text = _SENTENCE_END.split(text, maxsplit=1)[0]
+        end = _SENTENCE_END.search(text)
+        text = text[: end.end()] if end else text
     text = " ".join(text.split())
     return text if len(text) <= LINE_CHARS else text[: LINE_CHARS - 1].rstrip() + "…"
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enrich import related
 from enrich.related import QUERY_TERMS, CandidateIndex
@@ -174,3 +176,15 @@ def test_tag_similarity_matches_the_plain_formulation(zipf: Vault) -> None:
             weights = np.concatenate([np.full(len(feats.postings[i]), feats.idf[i]) for i in ids])
             expect = (np.bincount(rows, weights=weights, minlength=feats.n) / total).astype(np.float32)
         assert np.array_equal(feats.similarity(keys), expect)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b c", " ", ".", "!", "?", "。", "！", "？", "\n", "\t", "\u3000", "…"]), max_size=14))
+def test_first_sentence_search_agrees_with_the_lookbehind_split(parts: list[str]) -> None:
+    import re
+
+    from enrich.related import _SENTENCE_END
+
+    text = "".join(parts)
+    end = _SENTENCE_END.search(text)
+    assert (text[: end.end()] if end else text) == re.split(r"(?<=[.!?])\s+|(?<=[。！？])", text, maxsplit=1)[0]
