@@ -31,10 +31,13 @@ from .writer import NoteWriter
 
 Progress = Callable[[str, "NoteResult | None", "RunReport"], None]
 
-# Answers that arrive within this many seconds of each other are rewritten and written back to back, in one
-# turn of the loop: about 10% less CPU per note than handling each alone between other work (bench, 100 ms
-# calls), and their journal and folder fsyncs are shared. A note waits at most this long once answered.
-WRITE_WINDOW_S = 0.02
+# Answered notes are rewritten and written in groups, back to back in one turn of the loop: about 10% less CPU per
+# note than handling each alone between other work (bench), and their journal and folder fsyncs are shared. A
+# group closes WRITE_WINDOW_S after its first answer, at WRITE_WINDOW_NOTES notes, or when no call is left in
+# flight (the end of a run waits for nothing). Larger groups stall the loop: 16 notes per group cost 1.7% of
+# makespan on the bench; a 50 ms cap lets rate-limited runs (~90 answers/s) group 4-5 notes (-8% CPU per note).
+WRITE_WINDOW_S = 0.05
+WRITE_WINDOW_NOTES = 8
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Pipeline:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._window: list[tuple[asyncio.Future[None], asyncio.Task[Any] | None]] | None = None  # answered notes waiting
         self._window_timer: asyncio.TimerHandle | None = None
+        self._in_flight = 0  # notes holding a call slot
 
     # ------------------------------------------------------------ planning
 
@@ -260,10 +264,14 @@ class Pipeline:
         result = NoteResult(vn.rel, "failed", repaired=vn.repaired)
         try:
             async with slot:
-                self._next_start = i + 1
-                parts = await self._ahead.get(i) if self._ahead is not None else None
-                req = self.build(vn, content, parts)
-                value = await self._result_for(req, result)
+                self._in_flight += 1
+                try:
+                    self._next_start = i + 1
+                    parts = await self._ahead.get(i) if self._ahead is not None else None
+                    req = self.build(vn, content, parts)
+                    value = await self._result_for(req, result)
+                finally:
+                    self._in_flight -= 1
             self._probe_loop()
             await self._write_window()
             await self._apply(vn, req, value, result)
@@ -272,13 +280,15 @@ class Pipeline:
         return result
 
     async def _write_window(self) -> None:
-        """Wait for the current write window to close (the first note to wait opens one)."""
+        """Wait for the current write group to close (the first note to wait opens one)."""
         loop = asyncio.get_running_loop()
         if self._window is None:
             self._window = []
             self._window_timer = loop.call_later(WRITE_WINDOW_S, self._close_window)
         waiter: asyncio.Future[None] = loop.create_future()  # one per note: cancelling it cancels no other
         self._window.append((waiter, asyncio.current_task()))
+        if len(self._window) >= WRITE_WINDOW_NOTES or not self._in_flight:
+            self._close_window()
         await waiter
 
     def _close_window(self) -> set[asyncio.Task[Any] | None]:
