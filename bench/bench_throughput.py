@@ -220,6 +220,8 @@ def summarise(name: str, runs: list[dict[str, Any]], n: int) -> str:
     rej = med(lambda r: r["server"].get("rejected", 0))
     reqs = med(lambda r: r["server"].get("accepted", r["server"]["chats"]) + r["server"].get("rejected", 0))
     cpu = med(lambda r: r["phases"]["done"][1] - r["phases"]["begin"][1]) / n * 1000
+    each = sorted((r["phases"]["done"][1] - r["phases"]["begin"][1]) / n * 1000 for r in runs)
+    spread = f" ({each[0]:.1f}-{each[-1]:.1f})" if len(each) > 1 else ""
     cpu_calls = med(lambda r: r["phases"]["done"][1] - r["phases"]["planned"][1]) / n * 1000
     cpu_prep = med(lambda r: r["phases"]["planned"][1] - r["phases"]["begin"][1]) / n * 1000
     wall = med(lambda r: r["phases"]["done"][0] - r["phases"]["begin"][0])
@@ -227,7 +229,7 @@ def summarise(name: str, runs: list[dict[str, Any]], n: int) -> str:
     child = med(lambda r: r.get("child_maxrss_mb", 0.0))
     ok = med(lambda r: r["enriched"])
     return (f"| {name} | {ok:.0f}/{n} | {med(lambda r: r['bound']):.2f} s | {makespan:.2f} s | {ratio:.2f}x | "
-            f"{rej:.0f} ({100 * rej / max(reqs, 1):.1f}%) | {cpu:.1f} ms | {cpu_prep:.1f} + {cpu_calls:.1f} ms | "
+            f"{rej:.0f} ({100 * rej / max(reqs, 1):.1f}%) | {cpu:.1f} ms{spread} | {cpu_prep:.1f} + {cpu_calls:.1f} ms | "
             f"{wall:.1f} s | {rss:.0f} MB{f' + {child:.0f} MB' if child else ''} |")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from fakeserver import FakeOpenAI, answer, delayed
@@ -81,11 +81,16 @@ def test_a_group_closes_at_its_size_and_when_no_call_is_left(tmp_path: Path, mon
     assert report.enriched == NOTES and sum(groups) == NOTES and max(groups) <= 3
 
 
-def hold_all_but_one(server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Seven answers at once and one 30 s later: seven notes wait in a group while a call is out."""
+@pytest.fixture
+def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[dict[str, bytes], FakeOpenAI]]:
+    """A vault, and a server giving seven answers at once and one 30 s later: seven notes wait in a group while
+    a call is out (the group itself would wait 30 s)."""
     monkeypatch.setattr(pipeline, "WRITE_WINDOW_S", 30.0)
     monkeypatch.setattr(pipeline, "WRITE_WINDOW_NOTES", 1000)
-    server.push(*[answer()] * (NOTES - 1), delayed(30.0))
+    originals = write_vault(tmp_path / "v", NOTES)
+    with FakeOpenAI() as server:
+        server.push(*[answer()] * (NOTES - 1), delayed(30.0))
+        yield originals, server
 
 
 async def until_grouped(pipe: Pipeline, task: asyncio.Task[Any], n: int) -> None:
@@ -98,37 +103,29 @@ async def until_grouped(pipe: Pipeline, task: asyncio.Task[Any], n: int) -> None
     raise AssertionError("the notes never waited together")
 
 
-def test_notes_waiting_in_a_group_when_interrupted_are_written_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    originals = write_vault(tmp_path / "v", NOTES)
-    with FakeOpenAI() as server:
-        hold_all_but_one(server, monkeypatch)
-        pipe, notes = make_pipeline(tmp_path / "v", server)
+def test_notes_waiting_in_a_group_when_interrupted_are_written_whole(tmp_path: Path, held: Any) -> None:
+    originals, server = held
+    pipe, notes = make_pipeline(tmp_path / "v", server)
 
-        async def run_then_interrupt() -> Any:
-            task = asyncio.create_task(pipe.run(notes))
-            await until_grouped(pipe, task, NOTES - 1)
-            pipe.interrupt()
-            return await asyncio.wait_for(task, 10)  # neither the 30 s group nor the 30 s answer is waited for
+    async def run_then_interrupt() -> Any:
+        task = asyncio.create_task(pipe.run(notes))
+        await until_grouped(pipe, task, NOTES - 1)
+        pipe.interrupt()
+        return await asyncio.wait_for(task, 10)  # neither the 30 s group nor the 30 s answer is waited for
 
-        report = asyncio.run(run_then_interrupt())
+    report = asyncio.run(run_then_interrupt())
     changed = [name for name, data in originals.items() if (tmp_path / "v" / name).read_bytes() != data]
     assert report.interrupted and report.enriched == NOTES - 1 and len(changed) == NOTES - 1
 
 
-def test_notes_waiting_in_a_group_at_the_time_limit_are_untouched_and_cached(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    originals = write_vault(tmp_path / "v", NOTES)
-    with FakeOpenAI() as server:
-        hold_all_but_one(server, monkeypatch)
-        pipe, notes = make_pipeline(tmp_path / "v", server)
-        pipe.settings.time_limit = 1.0
-        report = asyncio.run(pipe.run(notes))
-        assert report.failed == NOTES and report.enriched == 0 and len(server.chats) == NOTES
-        assert all((tmp_path / "v" / name).read_bytes() == data for name, data in originals.items())
-        server.script.clear()
-        pipe, notes = make_pipeline(tmp_path / "v", server)
-        report = asyncio.run(pipe.run(notes))
-        assert report.enriched == NOTES and report.cached == NOTES - 1 and len(server.chats) == NOTES + 1
+def test_notes_waiting_in_a_group_at_the_time_limit_are_untouched_and_cached(tmp_path: Path, held: Any) -> None:
+    originals, server = held
+    pipe, notes = make_pipeline(tmp_path / "v", server)
+    pipe.settings.time_limit = 1.0
+    report = asyncio.run(pipe.run(notes))
+    assert report.failed == NOTES and report.enriched == 0 and len(server.chats) == NOTES
+    assert all((tmp_path / "v" / name).read_bytes() == data for name, data in originals.items())
+    server.script.clear()
+    pipe, notes = make_pipeline(tmp_path / "v", server)
+    report = asyncio.run(pipe.run(notes))
+    assert report.enriched == NOTES and report.cached == NOTES - 1 and len(server.chats) == NOTES + 1
