@@ -369,7 +369,8 @@ class Pipeline:
         result.status = "enriched"
 
     async def _close(self) -> None:
-        """Release the build-ahead child, the provider and the cache."""
+        """Release the write group's timer, the build-ahead child, the provider and the cache."""
+        self._close_window()  # its notes are done or cancelled by now: this only drops the state and the timer
         if self._ahead is not None:
             self._ahead.close()
             self._ahead = None

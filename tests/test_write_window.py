@@ -125,6 +125,7 @@ def test_notes_waiting_in_a_group_at_the_time_limit_are_untouched_and_cached(tmp
     report = asyncio.run(pipe.run(notes))
     assert report.failed == NOTES and report.enriched == 0 and len(server.chats) == NOTES
     assert all((tmp_path / "v" / name).read_bytes() == data for name, data in originals.items())
+    assert pipe._window is None and pipe._window_timer is None  # the cancelled group leaves no state behind
     server.script.clear()
     pipe, notes = make_pipeline(tmp_path / "v", server)
     report = asyncio.run(pipe.run(notes))
