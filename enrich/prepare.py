@@ -157,10 +157,11 @@ class RequestBuilder:
     def counter_fit(self, text: str) -> tuple[str, bool, int | None]:
         """Fit the article into --max-input-tokens, keeping whole paragraphs from the start (and its tokens).
 
-        Without count_tokens, an article of at most that many UTF-8 bytes is not counted: it fits, as a token
-        is never shorter than one byte.
+        Without count_tokens, an article known to fit is not counted: one of at most that many UTF-8 bytes (a
+        token is never shorter than one byte), or one whose bound (tokenbound) is within the budget.
         """
-        if not self.count_tokens and len(text.encode("utf-8")) <= self.settings.max_input_tokens:
+        budget = self.settings.max_input_tokens
+        if not self.count_tokens and (len(text.encode("utf-8")) <= budget or self.counter.surely_within(text, budget)):
             return text, False, None
         return fit_paragraphs(text, self.counter, self.settings.max_input_tokens)
 

