@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import marshal
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from .errors import UnsafePathError
 
@@ -150,3 +153,22 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_cache_file(path: Path, value: Any) -> None:
+    """Write a marshal-able value with its SHA-256 in front, atomically; best effort (an unwritable place: no file)."""
+    blob = marshal.dumps(value)
+    try:
+        atomic_write(path, hashlib.sha256(blob).digest() + blob, sync_dir=False)
+    except OSError:
+        pass
+
+
+def read_cache_file(path: Path) -> Any:
+    """The value write_cache_file stored, or None when the file is missing, unreadable or damaged."""
+    try:
+        raw = path.read_bytes()
+        digest, blob = raw[:32], raw[32:]
+        return marshal.loads(blob) if hashlib.sha256(blob).digest() == digest else None
+    except (OSError, EOFError, ValueError, TypeError):
+        return None

@@ -11,8 +11,6 @@ uncounted; anything else is counted as before.
 
 from __future__ import annotations
 
-import hashlib
-import marshal
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import regex  # tiktoken's own dependency: its patterns use \p{L} and possessive quantifiers
 
-from .fsio import atomic_write
+from .fsio import read_cache_file, write_cache_file
 
 _ONE_TOKEN_WORD = re.compile(rb" ?[A-Za-z]+")
 
@@ -51,22 +49,14 @@ def save(path: Path, pattern: str | None, ranks: dict[bytes, int] | None) -> Non
     """Write the pattern and one-token words of loaded tables, unless already there (best effort)."""
     if pattern is None or ranks is None or path.exists():
         return
-    blob = marshal.dumps((pattern, one_token_words(ranks)))
-    try:
-        atomic_write(path, hashlib.sha256(blob).digest() + blob, sync_dir=False)
-    except OSError:
-        pass
+    write_cache_file(path, (pattern, one_token_words(ranks)))
 
 
 def load(path: Path) -> Bound | None:
     """The bound saved at `path`, or None when it is missing or damaged."""
+    data: Any = read_cache_file(path)
     try:
-        raw = path.read_bytes()
-        digest, blob = raw[:32], raw[32:]
-        if hashlib.sha256(blob).digest() != digest:
-            return None
-        data: Any = marshal.loads(blob)
         pattern, words = data
         return Bound(str(pattern), frozenset(words))
-    except (OSError, EOFError, ValueError, TypeError, regex.error):
+    except (ValueError, TypeError, regex.error):
         return None

