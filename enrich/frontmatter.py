@@ -15,8 +15,8 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when availabl
 _FENCE = re.compile(r"---[ \t]*(\r\n|\n|\r)")
 _CLOSE = re.compile(r"^(---|\.\.\.)[ \t]*(\r\n|\n|\r|$)", re.MULTILINE)
 _WS = re.compile(r"\s*")
-_TOP_KEY = re.compile(r"^([A-Za-z_][\w\-]*)[ \t]*:(.*)$")
-_KEY_NAME = re.compile(r"[A-Za-z_][\w\-]*")
+_KEY_NAME = re.compile(r"[A-Za-z_][\w\-]*")  # a top-level key as the editor finds it
+_TOP_KEY = re.compile(rf"^({_KEY_NAME.pattern})[ \t]*:(.*)$")
 
 
 class FrontmatterError(ValueError):

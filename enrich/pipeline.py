@@ -258,8 +258,8 @@ class Pipeline:
         """Build the request and get a validated result holding a call slot, then apply it; failures leave the file untouched.
 
         The slot is given back before the rewrite and the write: concurrency bounds the calls in flight, so the
-        next call starts while this note is written. The rewrite waits for the write window (WRITE_WINDOW_S), so
-        notes answered close together are rewritten and written together.
+        next call starts while this note is written. The rewrite waits for its write group to close (WRITE_WINDOW_S,
+        WRITE_WINDOW_NOTES), so notes answered close together are rewritten and written together.
         """
         result = NoteResult(vn.rel, "failed", repaired=vn.repaired)
         try:
@@ -292,7 +292,7 @@ class Pipeline:
         await waiter
 
     def _close_window(self) -> set[asyncio.Task[Any] | None]:
-        """Let every note of the window go on, in the order they were answered; return their tasks."""
+        """Let every note of the write group go on, in the order they were answered; return their tasks."""
         window, self._window = self._window or [], None
         if self._window_timer is not None:
             self._window_timer.cancel()

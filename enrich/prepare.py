@@ -163,7 +163,7 @@ class RequestBuilder:
         budget = self.settings.max_input_tokens
         if not self.count_tokens and (len(text.encode("utf-8")) <= budget or self.counter.surely_within(text, budget)):
             return text, False, None
-        return fit_paragraphs(text, self.counter, self.settings.max_input_tokens)
+        return fit_paragraphs(text, self.counter, budget)
 
 
 def _one_line(text: str) -> str:
