@@ -15,10 +15,11 @@ from .roles import CONTENT, KEY_POINTS, RELATED, SOURCE, THOUGHTS, RoleTable, de
 
 BOM = "\ufeff"
 _HEADING = re.compile(r"(#{1,6})(?:[ \t]+(.*?))?[ \t]*(?:[ \t]#+[ \t]*)?$")
-_FENCE = re.compile(r"^[ ]{0,3}(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?(`{3,}|~{3,})")  # also a fence opening a list item
+_FENCE_START = r"[ ]{0,3}(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?"  # indent, and a list marker (a fence may open a list item)
+_FENCE = re.compile("^" + _FENCE_START + r"(`{3,}|~{3,})")
 _BREAK = re.compile(r"^[ ]{0,3}(?:-[ \t]*){3,}$|^[ ]{0,3}(?:\*[ \t]*){3,}$|^[ ]{0,3}(?:_[ \t]*){3,}$")
 # Lines that may be headings, fences or thematic breaks (list items are skipped fast).
-_FENCE_LINE = r"[ ]{0,3}(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?(?:`{3,}|~{3,})[^\r\n]*"  # also a fence opening a list item
+_FENCE_LINE = _FENCE_START + r"(?:`{3,}|~{3,})[^\r\n]*"
 _MARK_LINE = r"[ ]{0,3}(?:#{1,6}(?:[ \t][^\r\n]*)?|(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,})(?=\r\n|\n|\r|\Z)"
 _CANDIDATE = re.compile(f"^{_FENCE_LINE}|^{_MARK_LINE}", re.MULTILINE)
 # The same after a newline: sre then jumps from newline to newline instead of trying "^" at every offset (2x faster).
