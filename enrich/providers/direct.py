@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import aiohttp
 
-from enrich.providers.wire import Headers, HTTPFailure, chat_url, env_proxy, parse_body, request_headers, tls_context
+from enrich.providers.wire import Headers, HTTPFailure, chat_url, encode_body, env_proxy, read_answer, request_headers, tls_context
 
 __all__ = ["DirectPost", "env_proxy", "tls_context"]
 
@@ -46,21 +45,14 @@ class DirectPost:
     async def post(self, body: dict[str, Any]) -> tuple[Headers, Any]:
         """(headers, parsed JSON or text) of a 2xx answer; HTTPFailure otherwise."""
         try:
-            data = json.dumps(body, ensure_ascii=False).encode()
-        except UnicodeEncodeError:  # a lone surrogate: escaped, the server decides what it means
-            data = json.dumps(body).encode()
-        try:
-            async with self._open().post(self.url, data=data, proxy=self.proxy) as resp:
+            async with self._open().post(self.url, data=encode_body(body), proxy=self.proxy) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
         except asyncio.TimeoutError as exc:
             raise HTTPFailure(None, "request timed out", timed_out=True) from exc
         except aiohttp.ClientError as exc:
             raise HTTPFailure(None, f"connection failed ({exc})") from exc
-        parsed = parse_body(raw)
-        if status >= 400:
-            raise HTTPFailure.from_answer(status, headers, parsed)
-        return headers, parsed
+        return read_answer(status, headers, raw)
 
     async def aclose(self) -> None:
         """Close the session's connections."""

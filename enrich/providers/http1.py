@@ -9,14 +9,13 @@ URL, "auto" sends through aiohttp instead (posters.resolve_kind).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import ssl
 import urllib.parse
 import zlib
 from typing import Any
 
-from enrich.providers.wire import Headers, HTTPFailure, chat_url, parse_body, request_headers, tls_context
+from enrich.providers.wire import Headers, HTTPFailure, chat_url, encode_body, read_answer, request_headers, tls_context
 
 MAX_HEAD = 64 * 1024  # status line and headers
 MAX_BODY = 64 * 1024 * 1024  # an answer larger than this is not a chat completion
@@ -118,16 +117,8 @@ class HTTP1Post:
 
     async def post(self, body: dict[str, Any]) -> tuple[Headers, Any]:
         """(headers, parsed JSON or text) of a 2xx answer; HTTPFailure otherwise."""
-        try:
-            data = json.dumps(body, ensure_ascii=False).encode()
-        except UnicodeEncodeError:  # a lone surrogate: escaped, the server decides what it means
-            data = json.dumps(body).encode()
-        message = self._head + b"Content-Length: %d\r\n\r\n" % len(data) + data
-        status, headers, raw = await self._exchange(message)
-        parsed = parse_body(raw)
-        if status >= 400:
-            raise HTTPFailure.from_answer(status, headers, parsed)
-        return headers, parsed
+        data = encode_body(body)
+        return read_answer(*await self._exchange(self._head + b"Content-Length: %d\r\n\r\n" % len(data) + data))
 
     async def _exchange(self, message: bytes) -> tuple[int, dict[str, str], bytes]:
         """Send on a kept-alive connection; once more on a new one if it had been closed before any answer."""

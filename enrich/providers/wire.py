@@ -140,3 +140,19 @@ def parse_body(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw.decode("utf-8", "replace")
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """A request body as UTF-8 JSON (a lone surrogate is escaped instead: the server decides what it means)."""
+    try:
+        return json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(body).encode()
+
+
+def read_answer(status: int, headers: Headers, raw: bytes) -> tuple[Headers, Any]:
+    """(headers, parsed JSON or text) of a 2xx answer; HTTPFailure for any other status."""
+    parsed = parse_body(raw)
+    if status >= 400:
+        raise HTTPFailure.from_answer(status, headers, parsed)
+    return headers, parsed
