@@ -106,7 +106,9 @@ class Pipeline:
     def plan(self, notes: list[VaultNote]) -> list[tuple[VaultNote, Request | None, Decision]]:
         """Decide for every note and build the full request of each that needs work (plan, batch)."""
         out: list[tuple[VaultNote, Request | None, Decision]] = []
-        for vn, c, d in self.decide_all(notes):
+        decided = self.decide_all(notes)
+        self.builder.build_order([vn for vn, c, _ in decided if c is not None])
+        for vn, c, d in decided:
             try:
                 out.append((vn, self.build(vn, c) if c is not None else None, d))
             except EnrichError as exc:
@@ -138,6 +140,7 @@ class Pipeline:
         self.builder.count_tokens = self.limiter.counts_tokens  # with no token limit, no count is read: none is made
         decided = self.decide_all(notes)  # requests are built as calls start, so the first call leaves at once
         work = [(vn, c) for vn, c, _ in decided if c is not None]
+        self.builder.build_order([vn for vn, _ in work])
         for vn, c, d in decided:
             if c is None:
                 status = "failed" if d.status == "failed" else "skipped"
@@ -269,6 +272,8 @@ class Pipeline:
                     self._next_start = i + 1
                     parts = await self._ahead.get(i) if self._ahead is not None else None
                     req = self.build(vn, content, parts)
+                    if self.builder.ranked_out():  # rank the next block once this call is out, not while answers wait
+                        asyncio.get_running_loop().call_soon(self.builder.rank_next)
                     value = await self._result_for(req, result)
                 finally:
                     self._in_flight -= 1

@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
+from typing import Callable, Sequence
 
 from . import visible
 from .config import Settings
@@ -22,6 +22,8 @@ from .vault import Vault, VaultNote
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _MARKERS = re.compile(r"<<<\s*ARTICLE|ARTICLE\s*>>>", re.IGNORECASE)
 _PARAS = re.compile(r"\n[ \t]*\n")
+RANK_BLOCK = 32  # upcoming notes whose candidates are ranked together (see enrich.ranking)
+BLOCK_CELLS = 1 << 20  # fewer in a vault so large that a block's score rows would pass this many cells
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,31 @@ class RequestBuilder:
         self.vocab = TagVocabulary.load(vault)
         self._prompts: dict[str, PromptSet] = {}
         self._vocab_line = ", ".join(self.vocab.top(40)) or "(none yet)"
+        self._queue: CandidateQueue | None = None
 
     @cached_property
     def index(self) -> CandidateIndex:
         """The vault's candidate index, built when the first request needs it (a run with nothing to do never does)."""
         return CandidateIndex(self.vault)
+
+    def build_order(self, notes: Sequence[VaultNote]) -> None:
+        """The order requests will be built in: a note's candidates are then ranked with the next ones."""
+        self._queue = CandidateQueue(lambda: self.index, self.settings.candidates, notes)
+
+    def candidates(self, vn: VaultNote) -> list[Candidate]:
+        """The note's link candidates (from the queue of build_order, else ranked alone)."""
+        if not self.settings.candidates:
+            return []
+        return self._queue.get(vn) if self._queue else self.index.candidates(vn, self.settings.candidates)
+
+    def ranked_out(self) -> bool:
+        """Every note of the last block ranked was taken: rank_next would rank the next block."""
+        return self._queue is not None and self._queue.exhausted
+
+    def rank_next(self) -> None:
+        """Rank the next block of the build order, if the last one is used up (see CandidateQueue)."""
+        if self._queue is not None:
+            self._queue.rank_next()
 
     def prompts(self, lang: str) -> PromptSet:
         """The prompt set for a language (loaded and checked once)."""
@@ -107,7 +129,7 @@ class RequestBuilder:
 
     def parts(self, vn: VaultNote, c: Content) -> tuple[list[Message], list[Candidate], int | None]:
         """The costly, picklable part of a request: its messages, candidates and prompt tokens (if counted)."""
-        cands = self.index.candidates(vn, self.settings.candidates) if self.settings.candidates else []
+        cands = self.candidates(vn)
         lines, values = self._values(vn, c, cands)
         messages = c.prompts.render(values)
         return messages, cands, self._prompt_tokens(c, messages, values, lines) if self.count_tokens else None
@@ -164,6 +186,48 @@ class RequestBuilder:
         if not self.count_tokens and (len(text.encode("utf-8")) <= budget or self.counter.surely_within(text, budget)):
             return text, False, None
         return fit_paragraphs(text, self.counter, budget)
+
+
+class CandidateQueue:
+    """Link candidates of notes in the order their requests are built, ranked a block at a time.
+
+    A block costs about what one note ranked alone did (enrich.ranking). It is ranked when one of its notes is
+    first needed, or ahead by rank_next, which the pipeline calls after the last note of a block left: the
+    calls are then out, and the loop has nothing else to do until their answers come.
+    """
+
+    def __init__(self, index: Callable[[], CandidateIndex], k: int, notes: Sequence[VaultNote]) -> None:
+        self._index, self._k = index, k
+        self._order = list(notes)
+        self._at = {vn.rel: i for i, vn in enumerate(self._order)}
+        self._ranked: dict[str, list[Candidate]] = {}  # the notes of the last block not taken yet
+        self._next = 0  # the position after the last block
+
+    @property
+    def exhausted(self) -> bool:
+        """Every note ranked was taken, and some are left."""
+        return not self._ranked and self._next < len(self._order)
+
+    def get(self, vn: VaultNote) -> list[Candidate]:
+        """The note's candidates: ranked with its block, or alone when it is not in the order."""
+        if vn.rel not in self._ranked:
+            at = self._at.get(vn.rel)
+            if at is None:
+                return self._index().candidates(vn, self._k)
+            self._rank(at)
+        return self._ranked.pop(vn.rel)
+
+    def rank_next(self) -> None:
+        """Rank the block after the last one, if that one is used up."""
+        if self.exhausted:
+            self._rank(self._next)
+
+    def _rank(self, at: int) -> None:
+        """Rank the block starting at a position (what is left of the last block is dropped)."""
+        index = self._index()
+        block = self._order[at : at + max(1, min(RANK_BLOCK, BLOCK_CELLS // max(len(index.notes), 1)))]
+        self._ranked = dict(zip((vn.rel for vn in block), index.candidates_many(block, self._k)))
+        self._next = at + len(block)
 
 
 def _one_line(text: str) -> str:

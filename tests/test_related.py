@@ -138,9 +138,9 @@ def test_vectorised_bm25_matches_bm25s(small: Vault) -> None:
     ref = bm25s.BM25()
     ref.index((index._tokens, index._vocab), show_progress=False)
     for key in ("indptr", "indices"):
-        assert np.array_equal(ref.scores[key], index._bm25[key])
-    assert np.allclose(ref.scores["data"], index._bm25["data"], atol=1e-5)
-    assert ref.scores["num_docs"] == index._bm25["num_docs"]
+        assert np.array_equal(ref.scores[key], index.text.bm25[key])
+    assert np.allclose(ref.scores["data"], index.text.bm25["data"], atol=1e-5)
+    assert ref.scores["num_docs"] == index.text.bm25["num_docs"]
 
 
 def test_golden_candidates_are_valid(tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enrich import related
-from enrich.related import QUERY_TERMS, CandidateIndex
+from enrich import ranking
+from enrich.ranking import QUERY_TERMS
+from enrich.related import CandidateIndex
 from enrich.vault import Vault, VaultNote, scan_vault
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,45 +43,49 @@ def zipf_vault(folder: Path, n: int = 90, seed: int = 3) -> Vault:
 
 def plain_bm25(index: CandidateIndex, query: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
     """The BM25 sums as first written: every query term's postings concatenated, one bincount."""
-    sc = index._bm25
+    sc = index.text.bm25
     spans = [(int(sc["indptr"][t]), int(sc["indptr"][t + 1])) for t in query.tolist()]
+    if not spans:
+        return np.zeros(len(index.notes), dtype=np.float32)
     docs = np.concatenate([sc["indices"][a:b] for a, b in spans])
     weights = np.concatenate([sc["data"][a:b] for a, b in spans])
     return np.bincount(docs, weights=weights, minlength=len(index.notes)).astype(np.float32)
 
 
 def plain_query_terms(index: CandidateIndex, tokens: list[int]) -> npt.NDArray[np.int64]:
-    """Query terms as first written: np.unique, document frequencies from indptr, lexsort."""
+    """One note's query terms as first written (np.unique, document frequencies from indptr, lexsort), ascending."""
     ids, tf = np.unique(np.asarray([t for t in tokens if t], dtype=np.int64), return_counts=True)
     if len(ids) <= QUERY_TERMS:
         return ids
-    indptr = index._bm25["indptr"]
+    indptr = index.text.bm25["indptr"]
     weight = tf * np.log1p(len(index.notes) / np.maximum(indptr[ids + 1] - indptr[ids], 1))
-    return np.asarray(ids[np.lexsort((ids, -weight))[:QUERY_TERMS]], dtype=np.int64)
+    return np.sort(ids[np.lexsort((ids, -weight))[:QUERY_TERMS]]).astype(np.int64)
 
 
 def plain_candidates(index: CandidateIndex, vn: VaultNote, k: int) -> list[str]:
-    """Candidate ids as first written: argpartition of the scores, ties of the last one, score then id."""
+    """Candidate ids by a full sort of the eligible notes: rounded score descending, then id."""
     total = index.scores(vn)
     excluded = index._excluded(vn)
-    want = min(len(total), k + len(excluded))
-    top = np.argpartition(-total, want - 1)[:want] if want < len(total) else np.arange(len(total))
-    top = np.flatnonzero(total >= max(float(total[top].min()), 1e-9))
-    rounded = np.round(total[top].astype(np.float64), 6)
-    ids = [index._ids[i] for i in top[np.lexsort((index._id_rank[top], -rounded))].tolist() if i not in excluded]
-    return [str(c) for c in ids if c is not None and c != vn.id][:k]
+    eligible = [i for i in range(len(total)) if i not in excluded and index._ids[i] is not None and total[i] >= 1e-9]
+    eligible.sort(key=lambda i: (-round(float(total[i]), 6), str(index._ids[i])))
+    return [str(index._ids[i]) for i in eligible[:k]]
 
 
 def check_bm25(index: CandidateIndex) -> tuple[int, int]:
-    """Assert every note's BM25 sums equal the plain ones; return how many queries used dense rows, sparse postings."""
+    """Assert every note's BM25 sums equal the plain ones, alone and in one block; return how many queries used
+    dense rows, sparse postings."""
     dense = sparse = 0
-    for tokens in index._tokens:
-        query = index._query_terms(tokens)
-        if not len(query):
-            continue
-        rows = index._dense_row[query]
+    text, n = index.text, len(index._tokens)
+    block = text.sums(*text.query_terms(index._tokens), n)
+    assert np.array_equal(text.sums(*text.doc_terms(range(n)), n), block)
+    for i, (tokens, got) in enumerate(zip(index._tokens, block)):
+        row, query = text.query_terms([tokens])
+        assert not row.any() and np.array_equal(query, plain_query_terms(index, tokens))
+        assert np.array_equal(text.doc_terms([i])[1], query)
+        rows = index.text.dense_row[query]
         dense, sparse = dense + bool((rows >= 0).any()), sparse + bool((rows < 0).any())
-        np.testing.assert_allclose(index._bm25_scores(query), plain_bm25(index, query), rtol=1e-6, atol=0)
+        np.testing.assert_allclose(got, plain_bm25(index, query), rtol=1e-6, atol=0)
+        assert np.array_equal(text.sums(row, query, 1)[0], got)  # the same float32 sums alone as in a block
     return dense, sparse
 
 
@@ -93,32 +98,33 @@ def zipf(tmp_path: Path) -> Vault:
 @pytest.mark.parametrize("dense_df", [0, 3, 10, 40, None])
 def test_dense_rows_plus_postings_equal_the_plain_bincount(zipf: Vault, dense_df: int | None) -> None:
     index = CandidateIndex(zipf, dense_df=dense_df)
-    df = np.diff(index._bm25["indptr"])
+    text = index.text
     cut = 64 if dense_df is None else dense_df
-    assert np.array_equal(np.flatnonzero(index._dense_row >= 0), np.flatnonzero(df > cut))
+    assert np.array_equal(np.flatnonzero(text.dense_row >= 0), np.flatnonzero(text.df > cut))
     dense, sparse = check_bm25(index)
     if dense_df in (3, 10):  # both kinds of terms, also within one query
-        assert 0 < index._dense.shape[0] < int((df > 0).sum()) and dense > 0 and sparse > 0
-        assert any(0 < (index._dense_row[q] >= 0).sum() < len(q) for q in map(index._query_terms, index._tokens))
+        assert 0 < text.dense.shape[0] < int((text.df > 0).sum()) and dense > 0 and sparse > 0
+        queries = [text.query_terms([t])[1] for t in index._tokens]
+        assert any(0 < (text.dense_row[q] >= 0).sum() < len(q) for q in queries)
 
 
 def test_dense_rows_hold_the_csc_weights(zipf: Vault) -> None:
-    index = CandidateIndex(zipf, dense_df=5)
-    sc = index._bm25
-    for t in np.flatnonzero(index._dense_row >= 0).tolist():
+    text = CandidateIndex(zipf, dense_df=5).text
+    sc = text.bm25
+    for t in np.flatnonzero(text.dense_row >= 0).tolist():
         a, b = int(sc["indptr"][t]), int(sc["indptr"][t + 1])
-        expect = np.zeros(len(index.notes), dtype=np.float32)
+        expect = np.zeros(len(zipf.notes), dtype=np.float64)
         expect[sc["indices"][a:b]] = sc["data"][a:b]
-        assert np.array_equal(index._dense[index._dense_row[t]], expect)
+        assert np.array_equal(text.dense[text.dense_row[t]], expect)
 
 
 def test_memory_cap_keeps_the_most_common_terms(zipf: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(related, "DENSE_BYTES", 4 * len(zipf.notes) * 5)
+    monkeypatch.setattr(ranking, "DENSE_BYTES", 8 * len(zipf.notes) * 5)
     index = CandidateIndex(zipf, dense_df=0)
-    df = np.diff(index._bm25["indptr"])
-    kept = np.flatnonzero(index._dense_row >= 0)
-    assert index._dense.shape == (5, len(zipf.notes)) and len(kept) == 5
-    assert df[kept].min() >= np.sort(df)[-5] and np.array_equal(index._dense_row[kept], np.arange(5))
+    text = index.text
+    kept = np.flatnonzero(text.dense_row >= 0)
+    assert text.dense.shape == (5, len(zipf.notes)) and len(kept) == 5
+    assert text.df[kept].min() >= np.sort(text.df)[-5] and np.array_equal(text.dense_row[kept], np.arange(5))
     check_bm25(index)
 
 
@@ -131,20 +137,22 @@ def test_real_vaults_with_every_term_dense(folder: Path) -> None:
         assert dense > 0 and (sparse > 0 or dense_df == 0)
 
 
-def test_candidates_do_not_depend_on_dense_rows(zipf: Vault, tmp_path: Path) -> None:
+def test_candidates_do_not_depend_on_dense_rows_or_the_block(zipf: Vault, tmp_path: Path) -> None:
     from fakeserver_limits import write_vault
 
     write_vault(tmp_path / "gen", 150)  # ~50 words, each in most notes: the default threshold makes them dense
     for vault in (zipf, scan_vault(tmp_path / "gen")):
         n = len(vault.notes)
         indexes = [CandidateIndex(vault, dense_df=d) for d in (None, 0, 4, n)]
-        assert indexes[1]._dense.shape[0] > 0 and indexes[3]._dense.shape[0] == 0
-        for vn in vault.notes:
+        assert indexes[1].text.dense.shape[0] > 0 and indexes[3].text.dense.shape[0] == 0
+        blocks = [index.candidates_many(vault.notes, 10) for index in indexes]
+        for i, vn in enumerate(vault.notes):
             got = [[(c.id, c.score) for c in index.candidates(vn, 10)] for index in indexes]
             assert got[0] == got[1] == got[2] == got[3]
+            assert all([(c.id, c.score) for c in block[i]] == got[0] for block in blocks)
             assert [c for c, _ in got[0]] == plain_candidates(indexes[3], vn, 10)
         if vault is not zipf:
-            assert indexes[0]._dense.shape[0] > 0
+            assert indexes[0].text.dense.shape[0] > 0
 
 
 def test_every_candidate_when_k_covers_the_vault(zipf: Vault) -> None:
@@ -159,23 +167,44 @@ def test_query_terms_match_the_plain_formulation(zipf: Vault) -> None:
     rng = random.Random(5)
     extra = [list(range(1, n_vocab)), [0, 0, 3, 3, 1], [], [0], [7] * 5 + list(range(1, 200))]
     extra += [rng.choices(range(n_vocab), k=rng.randint(1, 400)) for _ in range(50)]
-    for tokens in index._tokens + extra:
-        got = index._query_terms(tokens)
-        assert got.dtype == np.int64 and np.array_equal(got, plain_query_terms(index, tokens))
+    queries = index._tokens + extra
+    rows, terms = index.text.query_terms(queries)
+    assert rows.dtype == terms.dtype == np.int64
+    for i, tokens in enumerate(queries):
+        assert np.array_equal(terms[rows == i], plain_query_terms(index, tokens))
 
 
 def test_tag_similarity_matches_the_plain_formulation(zipf: Vault) -> None:
     index = CandidateIndex(zipf)
     feats = index._tags
-    for keys in [index._tag_keys(vn) for vn in zipf.notes] + [{"rss", "unknown"}, set(), {"unknown"}]:
+    queries = [index._tag_keys(vn) for vn in zipf.notes] + [{"rss", "unknown"}, set(), {"unknown"}]
+    block = feats.similarity(queries)
+    for keys, got in zip(queries, block):
         ids = sorted({feats.vocab[f] for f in keys if f in feats.vocab})
-        total = float(feats.idf[ids].sum()) if ids else 0.0
+        total = sum(feats.idf[ids].tolist())
         expect = np.zeros(feats.n, dtype=np.float32)
         if total > 0:
             rows = np.concatenate([feats.postings[i] for i in ids])
             weights = np.concatenate([np.full(len(feats.postings[i]), feats.idf[i]) for i in ids])
             expect = (np.bincount(rows, weights=weights, minlength=feats.n) / total).astype(np.float32)
-        assert np.array_equal(feats.similarity(keys), expect)
+        assert np.array_equal(got, expect) and np.array_equal(feats.similarity([keys])[0], expect)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_top_k_agrees_with_a_full_sort(data: st.DataObject) -> None:
+    """Near ties (within the 6th decimal), -inf and scores under 1e-9 are where a partition could go wrong."""
+    n = data.draw(st.integers(1, 30))
+    values = [0.0, 1e-10, 0.25, 0.5, 0.5000004, 0.4999996, 0.5000006, 1.0, -np.inf]
+    scores = np.asarray(data.draw(st.lists(st.lists(st.sampled_from(values), min_size=n, max_size=n), min_size=1,
+                                           max_size=4)), dtype=np.float32)
+    rank = np.asarray(data.draw(st.permutations(range(n))), dtype=np.int64)
+    k = data.draw(st.integers(1, n + 2))
+    for row, got in zip(scores, ranking.top_k(scores.copy(), k, rank)):
+        keep = [i for i in range(n) if row[i] >= 1e-9]
+        keep.sort(key=lambda i: (-round(float(row[i]), 6), rank[i]))
+        assert [i for i, _ in got] == keep[:k]
+        assert all(score == round(float(row[i]), 6) for i, score in got)
 
 
 @settings(max_examples=500, deadline=None)
