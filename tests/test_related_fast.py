@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enrich import ranking
+from enrich import ranking, related
 from enrich.ranking import QUERY_TERMS
 from enrich.related import CandidateIndex
 from enrich.vault import Vault, VaultNote, scan_vault
@@ -210,10 +211,36 @@ def test_top_k_agrees_with_a_full_sort(data: st.DataObject) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.sampled_from(["a", "b c", " ", ".", "!", "?", "。", "！", "？", "\n", "\t", "\u3000", "…"]), max_size=14))
 def test_first_sentence_search_agrees_with_the_lookbehind_split(parts: list[str]) -> None:
-    import re
 
     from enrich.related import _SENTENCE_END
 
     text = "".join(parts)
     end = _SENTENCE_END.search(text)
     assert (text[: end.end()] if end else text) == re.split(r"(?<=[.!?])\s+|(?<=[。！？])", text, maxsplit=1)[0]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aZz09 _-.,'\n\t") + ["É", "é", "İ", "\u212a", "ß", "中", "文", "ｆ", "\ud800", "😀", "Σ"]),
+               max_size=40))
+def test_words_agree_with_the_regex_on_lowercased_text(text: str) -> None:
+    from enrich.related import _WORD, _raw_words, tokenize
+
+    words = [w if isinstance(w, str) else w.decode("ascii") for w in _raw_words(text)]
+    assert words == _WORD.findall(text.lower())
+    low = text.lower()  # tokenize as first written: both kinds of tokens from the lowercased text
+    expect = [w for w in map(related._word, _WORD.findall(low)) if w]
+    assert tokenize(text) == (expect if low.isascii() else expect + related._cjk_tokens(related._CJK_RUN.findall(low), None))
+    head, _, tail = text.partition("\n")
+    assert tokenize(head, tail, limit=5) == tokenize(head + "\n" + tail, limit=5)
+
+
+@pytest.mark.parametrize("folder", [ROOT / "fixtures" / "golden", ROOT / "fixtures" / "vault", SAMPLE])
+def test_note_tokens_are_those_of_the_joined_body(folder: Path) -> None:
+    """Key points and content are tokenised apart (CJK looked for only in parts that are not ASCII)."""
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not present")
+    for vn in scan_vault(folder).notes:
+        title = related.tokenize(vn.title)
+        names = related.tokenize(" ".join([*vn.aliases, *(t.replace("-", " ").replace("_", " ") for t in vn.tags)]))
+        body = related._MARKUP.sub(" ", related._key_point_text(vn) + "\n" + related._raw_content(vn))
+        assert related.note_tokens(vn) == title + title + names + related.tokenize(body, limit=related.CONTENT_TOKENS)
