@@ -66,7 +66,7 @@ def article_text(content: str) -> str:
     """Article text for the prompt: markup removed, paragraphs kept, delimiters neutralised."""
     paras = (visible.visible_text(p) for p in _PARAS.split(content))
     text = "\n\n".join(p for p in paras if p)
-    return _MARKERS.sub("[article]", text)
+    return _MARKERS.sub("[article]", text) if "<<<" in text or ">>>" in text else text  # a marker holds one
 
 
 class RequestBuilder:
