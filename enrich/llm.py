@@ -109,8 +109,8 @@ def _object_spans(text: str) -> list[tuple[int, int]]:
 
 def clean_text(text: str) -> str:
     """Remove zero-width/control characters (newlines kept), collapse spaces, strip."""
-    if text.isprintable():  # no control, format, private-use or surrogate characters, no tab or newline
-        return _SPACES_RE.sub(" ", text).strip()
+    if text.isprintable():  # no control, format, private-use, surrogate or space characters but " "
+        return text.strip() if "  " not in text else _SPACES_RE.sub(" ", text).strip()
     kept = []
     for ch in text:
         if ch in "\n\r":

@@ -84,6 +84,7 @@ class RequestBuilder:
         self._prompts: dict[str, PromptSet] = {}
         self._vocab_line = ", ".join(self.vocab.top(40)) or "(none yet)"
         self._queue: CandidateQueue | None = None
+        self._lines: dict[tuple[str, ...], str] = {}  # candidate (id, title, line) -> its prompt line
 
     @cached_property
     def index(self) -> CandidateIndex:
@@ -141,7 +142,7 @@ class RequestBuilder:
 
     def _values(self, vn: VaultNote, c: Content, cands: list[Candidate]) -> tuple[list[str], dict[str, str]]:
         """The candidate lines and the values the user prompt is filled with."""
-        lines = [f"{x.id}: {_one_line(x.title)}" + (f" — {x.line}" if x.line else "") for x in cands]
+        lines = [self._line(x) for x in cands]
         values = {
             "title": _one_line(vn.title),
             "content": c.text,
@@ -152,6 +153,14 @@ class RequestBuilder:
             "lang": c.lang,
         }
         return lines, values
+
+    def _line(self, cand: Candidate) -> str:
+        """A candidate's line in the prompt (made once per run: a note is a candidate of many)."""
+        head = cand[:3]
+        line = self._lines.get(head)
+        if line is None:
+            line = self._lines[head] = f"{cand.id}: {_one_line(cand.title)}" + (f" — {cand.line}" if cand.line else "")
+        return line
 
     def assemble(
         self, vn: VaultNote, c: Content, messages: list[Message], cands: list[Candidate], tokens: int | None

@@ -31,7 +31,17 @@ class PromptSet:
 
     def variables(self) -> set[str]:
         """Every variable the two templates use."""
-        return set(_VAR.findall(self.system)) | set(_VAR.findall(self.user))
+        return set(self._variables)
+
+    @cached_property
+    def _variables(self) -> frozenset[str]:
+        """Every variable the two templates use (found once)."""
+        return frozenset(_VAR.findall(self.system)) | frozenset(_VAR.findall(self.user))
+
+    @cached_property
+    def _pieces(self) -> tuple[list[str], list[str]]:
+        """Each template split at its variables: text at even positions, variable names at odd ones."""
+        return _VAR.split(self.system), _VAR.split(self.user)
 
     @cached_property
     def user_skeleton(self) -> tuple[str, tuple[str, ...]]:
@@ -61,18 +71,16 @@ class PromptSet:
 
     def render(self, values: Mapping[str, str]) -> list[Message]:
         """Fill both templates; raise PromptError when a variable is missing."""
-        missing = sorted(self.variables() - set(values))
-        if missing:
+        if not self._variables.issubset(values):
+            missing = sorted(self._variables.difference(values))
             raise PromptError(f"prompt ({self.lang}) needs values for: {', '.join(missing)}")
-        return [
-            {"role": "system", "content": _fill(self.system, values)},
-            {"role": "user", "content": _fill(self.user, values)},
-        ]
+        system, user = self._pieces
+        return [{"role": "system", "content": _fill(system, values)}, {"role": "user", "content": _fill(user, values)}]
 
 
-def _fill(template: str, values: Mapping[str, str]) -> str:
-    """Substitute `{{name}}` in one pass, so values containing braces stay literal."""
-    return _VAR.sub(lambda m: values[m.group(1)], template)
+def _fill(pieces: list[str], values: Mapping[str, str]) -> str:
+    """Join a template's pieces with each variable's value (values are never read as templates: braces stay)."""
+    return "".join([values[p] if i % 2 else p for i, p in enumerate(pieces)])
 
 
 def _read(folder: Path | None, name: str) -> str:

@@ -519,3 +519,4 @@ def test_an_answer_that_cleaning_leaves_alone_is_validated_once(monkeypatch: pyt
     short = {**clean, "key_points": ["  abc   ", *clean["key_points"][1:]]}  # 8 characters before stripping, 3 after
     with pytest.raises(ValidationError):
         parse_enrichment(json.dumps(short), SPEC)
+

@@ -230,3 +230,26 @@ def test_candidate_lines_are_what_the_multiline_pattern_finds(parts: list[str], 
     start = min(start, len(text))
     expected = [(m.start(), m.end(), m.group()) for m in _CANDIDATE.finditer(text, start)]
     assert list(_candidate_lines(text, start)) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["{{title}}", "{{ content }}", "{{", "}}", "{title}", "text ", "{{bad-name}}", "\n"]),
+                max_size=12),
+       st.text(alphabet="{}ab $\\1", max_size=8))
+def test_prompt_rendering_substitutes_each_variable_once(parts: list[str], value: str) -> None:
+    """The pieces-and-join fill gives what one regex substitution pass gives; values are never templates."""
+    import re
+
+    from enrich.errors import PromptError
+    from enrich.prompts import _VAR, PromptSet
+
+    template = "".join(parts)
+    prompts = PromptSet("en", "sys {{title}}", template, "v1")
+    values = {"title": value, "content": value + "{{title}}"}
+    if set(_VAR.findall(template)) - set(values):
+        with pytest.raises(PromptError, match="needs values for"):
+            prompts.render(values)
+        return
+    expect = re.sub(_VAR, lambda m: values[m.group(1)], template)
+    assert prompts.render(values)[1]["content"] == expect
+    assert prompts.render(values)[0]["content"] == "sys " + value

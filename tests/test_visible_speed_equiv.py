@@ -1,4 +1,5 @@
-"""The faster visible_text returns exactly what the original regex-only implementation returned, for any text."""
+"""Faster text passes return exactly what their plain formulations return, for any text: visible_text (the original
+regex-only implementation), clean_text (its regex pass)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,15 @@ def test_every_fixture_note_and_paragraph_matches_reference() -> None:
 def test_every_shared_sample_note_and_paragraph_matches_reference() -> None:
     for path in sorted(SHARED.glob("*.md")):
         _check_document(path)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab. \t\n\r") + ["\u00a0", "\u3000", "\u200b", "\u2003", "\x07", "é", "中"])))
+def test_clean_text_agrees_with_the_plain_formulation(text: str) -> None:
+    """clean_text's fast path (printable, no double space) is the regex pass it skips."""
+    import unicodedata
+
+    from enrich.llm import _SPACES_RE, clean_text
+
+    kept = "".join(" " if c == "\t" else c for c in text if c in "\n\r\t" or unicodedata.category(c) not in ("Cc", "Cf", "Co", "Cs"))
+    assert clean_text(text) == re.sub(_SPACES_RE, " ", kept).strip()
