@@ -272,7 +272,7 @@ class Pipeline:
                     self._next_start = i + 1
                     parts = await self._ahead.get(i) if self._ahead is not None else None
                     req = self.build(vn, content, parts)
-                    if self.builder.ranked_out():  # rank the next block once this call is out, not while answers wait
+                    if parts is None and self.builder.ranked_out():  # rank the next block once this call is out
                         asyncio.get_running_loop().call_soon(self.builder.rank_next)
                     value = await self._result_for(req, result)
                 finally:

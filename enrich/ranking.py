@@ -21,6 +21,7 @@ QUERY_TERMS = 64  # terms of a note used to find similar notes
 K1, B = 1.5, 0.75  # BM25 (Lucene variant) parameters, bm25s's defaults
 DENSE_SHARE = 16  # a term in more than max(64, notes/DENSE_SHARE) notes gets a dense row of BM25 weights
 DENSE_BYTES = 32 << 20  # memory cap of those rows (the most common terms first)
+DENSE_PRODUCT_SHARE = 0.25  # a block's dense rows are added by one product when its queries use this share of them
 TIE = 1e-6  # scores are ranked rounded to 6 decimals
 
 
@@ -61,8 +62,8 @@ def _spans(starts: IntArray, lens: IntArray) -> IntArray:
 class TextScorer:
     """BM25 scores of every note for blocks of "more like this" queries: a note's most telling terms.
 
-    A query is given as (query, term) pairs, each query's terms ascending: doc_terms for indexed notes (chosen
-    once, when the index is built), query_terms for any token lists.
+    A query is given as (query, term) pairs, each query's terms ascending: doc_terms for indexed notes (from
+    their term counts, kept when the index is built), query_terms for any token lists.
     """
 
     def __init__(self, tokens: list[list[int]], n_vocab: int, dense_df: int | None = None) -> None:
@@ -74,8 +75,8 @@ class TextScorer:
         self.dense_row, self.dense = self._dense_rows(dense_df)
         term, doc, tf, _ = counts
         by_doc = np.argsort(doc, kind="stable")  # doc, then term
-        row, self._doc_term = self._most_telling(doc[by_doc], term[by_doc], tf[by_doc], self.n)
-        self._doc_start = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=self.n))]).astype(np.int64)
+        self._doc_term, self._doc_tf = term[by_doc].astype(np.int32), tf[by_doc].astype(np.int32)
+        self._doc_start = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=self.n))]).astype(np.int64)
 
     def _dense_rows(self, min_df: int | None) -> tuple[IntArray, npt.NDArray[np.float64]]:
         """Each term's dense row (-1: none) and the rows: BM25 weights of the terms in more than min_df notes."""
@@ -117,7 +118,10 @@ class TextScorer:
         """(query, term) pairs of indexed notes (positions), as query_terms gives for their tokens."""
         at = np.asarray(docs, dtype=np.int64)
         starts, lens = self._doc_start[at], self._doc_start[at + 1] - self._doc_start[at]
-        return np.repeat(np.arange(len(at), dtype=np.int64), lens), self._doc_term[_spans(starts, lens)]
+        spans = _spans(starts, lens)
+        row = np.repeat(np.arange(len(at), dtype=np.int64), lens)
+        terms, tf = self._doc_term[spans].astype(np.int64), self._doc_tf[spans].astype(np.int64)
+        return self._most_telling(row, terms, tf, len(at))
 
     def sums(self, row: IntArray, term: IntArray, n_rows: int) -> FloatArray:
         """Per query, the BM25 sum of its terms' weights in every note (float64 sums: dense rows by a product,
@@ -133,10 +137,22 @@ class TextScorer:
             at = np.repeat(row[rare] * n, lens) + sc["indices"][spans]
             out += np.bincount(at, weights=sc["data"][spans], minlength=out.size).reshape(out.shape)
         if not rare.all():
-            pick = np.zeros((n_rows, len(self.dense)), dtype=np.float64)
-            pick[row[~rare], dense[~rare]] = 1.0
-            out += pick @ self.dense
+            self._add_dense(out, row[~rare], dense[~rare])
         return out.astype(np.float32)
+
+    def _add_dense(self, out: npt.NDArray[np.float64], row: IntArray, dense: IntArray) -> None:
+        """Add the dense rows of the (query, dense row) pairs: one product when the queries share most of the
+        rows they use, else each query's own rows (a product over rows few queries use is mostly zeros)."""
+        used, col = np.unique(dense, return_inverse=True)
+        if len(dense) >= DENSE_PRODUCT_SHARE * len(out) * len(used):
+            pick = np.zeros((len(out), len(used)), dtype=np.float64)
+            pick[row, col] = 1.0
+            out += pick @ (self.dense if len(used) == len(self.dense) else self.dense[used])
+            return
+        bounds = np.searchsorted(row, np.arange(len(out) + 1)).tolist()
+        for r, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            if b > a:
+                out[r] += np.add.reduce(self.dense[dense[a:b]], axis=0)
 
     def scores(self, row: IntArray, term: IntArray, n_rows: int) -> FloatArray:
         """Per query, the BM25 sums scaled to 0..1 (the best note scores 1)."""

@@ -138,8 +138,14 @@ def test_real_vaults_with_every_term_dense(folder: Path) -> None:
         assert dense > 0 and (sparse > 0 or dense_df == 0)
 
 
-def test_candidates_do_not_depend_on_dense_rows_or_the_block(zipf: Vault, tmp_path: Path) -> None:
+@pytest.mark.parametrize("share", [0.0, ranking.DENSE_PRODUCT_SHARE, float("inf")])
+def test_candidates_do_not_depend_on_dense_rows_or_the_block(
+    zipf: Vault, tmp_path: Path, share: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nor on how a block adds its dense rows: one product (share 0), each query's own rows (inf), or as chosen."""
     from fakeserver_limits import write_vault
+
+    monkeypatch.setattr(ranking, "DENSE_PRODUCT_SHARE", share)
 
     write_vault(tmp_path / "gen", 150)  # ~50 words, each in most notes: the default threshold makes them dense
     for vault in (zipf, scan_vault(tmp_path / "gen")):
