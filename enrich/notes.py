@@ -78,7 +78,15 @@ class Note:
 
     def section(self, role: str) -> Section | None:
         """Return the first section with a role, or None."""
-        return next((s for s in self.sections if s.role == role), None)
+        return self._first_of_role.get(role)
+
+    @cached_property
+    def _first_of_role(self) -> dict[str | None, Section]:
+        """The first section of each role (looked up a dozen times per note)."""
+        out: dict[str | None, Section] = {}
+        for s in self.sections:
+            out.setdefault(s.role, s)
+        return out
 
     def body(self, section: Section) -> str:
         """Return the text of a section's body."""

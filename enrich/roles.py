@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 SOURCE, CONTENT, KEY_POINTS, THOUGHTS, RELATED = "source", "content", "key_points", "thoughts", "related"
 ROLES = (SOURCE, CONTENT, KEY_POINTS, THOUGHTS, RELATED)
@@ -58,7 +58,22 @@ class RoleTable:
     def is_placeholder_line(self, line: str) -> bool:
         """True when one stripped line is blank or a known template line."""
         text = _LIST_MARK.sub("", line.strip(), count=1).strip()
-        return not text or any(p.match(text) for p in self.placeholder_patterns)
+        return not text or self._template_line(text)
+
+    @cached_property
+    def _template_line(self) -> Callable[[str], bool]:
+        """Whether a line matches a placeholder pattern: one alternation of them all, when they combine safely."""
+        pats = self.placeholder_patterns
+        if not pats:
+            return lambda text: False
+        plain = all(p.flags == re.UNICODE and not re.search(r"\\[1-9]|\(\?P=|\(\?[aiLmsux]", p.pattern) for p in pats)
+        try:
+            one = re.compile("|".join(f"(?:{p.pattern})" for p in pats)) if plain else None
+        except re.error:
+            one = None
+        if one is None:  # flags or back-references: each pattern on its own
+            return lambda text: any(p.match(text) for p in pats)
+        return lambda text: one.match(text) is not None
 
     def is_placeholder(self, body: str) -> bool:
         """True when a managed section holds nothing but template lines and comments."""

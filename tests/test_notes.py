@@ -253,3 +253,16 @@ def test_prompt_rendering_substitutes_each_variable_once(parts: list[str], value
     expect = re.sub(_VAR, lambda m: values[m.group(1)], template)
     assert prompts.render(values)[1]["content"] == expect
     assert prompts.render(values)[0]["content"] == "sys " + value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["^TODO$", "^(a)\\1$", "(?i)^fixme$", "^x.*", "^[(（]暂无[)）]$", "^b|^c"]), max_size=4),
+       st.sampled_from(["TODO", "todo", "aa", "ab", "FIXME", "xyz", "(暂无)", "b", "c", "d", "- TODO", ""]))
+def test_placeholder_lines_match_as_each_pattern_alone(patterns: list[str], line: str) -> None:
+    """The patterns joined in one alternation (or each alone, with flags or back-references) match what each did."""
+    from enrich.roles import RoleTable, compile_patterns, default_roles
+
+    base = default_roles()
+    table = RoleTable(base.names, base.headings, compile_patterns(patterns))
+    text = line.removeprefix("- ").strip()
+    assert table.is_placeholder_line(line) == (not text or any(p.match(text) for p in table.placeholder_patterns))
