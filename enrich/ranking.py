@@ -1,9 +1,10 @@
 """The array work of ranking link candidates, for a block of query notes at once: BM25, feature overlap, top-k.
 
 One block of B queries costs about as many numpy calls as one query did, so ranking the notes a run is
-about to send together (RequestBuilder) takes a fraction of the CPU of ranking them one by one. Every sum
-is taken in float64 and rounded to float32 once, so a note's scores do not depend on the block it is in,
-nor on which terms have dense rows (tests compare with plain formulations).
+about to send together (CandidateQueue) takes a fraction of the CPU of ranking them one by one. Every sum
+is taken in float64 and rounded to float32 once, so a note's scores do not depend on the block it is in
+(but for a float64 rounding that lands exactly on a float32 boundary), nor on which terms have dense rows
+(tests compare with plain formulations).
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ class TextScorer:
         return self._most_telling(row, terms, tf, len(at))
 
     def sums(self, row: IntArray, term: IntArray, n_rows: int) -> FloatArray:
-        """Per query, the BM25 sum of its terms' weights in every note (float64 sums: dense rows by a product,
-        the other terms' postings by a bincount)."""
+        """Per query, the BM25 sum of its terms' weights in every note (float64 sums: dense rows by _add_dense,
+        the other terms' postings by one bincount)."""
         n, sc = self.n, self.bm25
         out = np.zeros((n_rows, n), dtype=np.float64)
         dense = self.dense_row[term]
