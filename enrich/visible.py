@@ -86,6 +86,7 @@ def _strip_emphasis(text: str) -> str:
 
 
 _SAMPLE_PREFIX = 8000
+_PLAIN_START = 1000  # characters of a note's start that usually show enough letters (see _plain_start_suffices)
 
 
 def looks_binary(content: str) -> bool:
@@ -102,10 +103,25 @@ def _letters(text: str, enough: int) -> int:
     return sum(1 for _ in itertools.islice(_LETTER_RE.finditer(text), enough))
 
 
+def _plain_start_suffices(content: str, min_chars: int) -> bool:
+    """Whether the first lines alone show min_chars letters, when they hold no markup that could reach past them.
+
+    Without "<" or "[" in them, every pass of visible_text that touches them stays within a line, so each letter
+    they show is shown in the whole content too: the answer is the one the whole content would give.
+    """
+    cut = content.rfind("\n", 0, _PLAIN_START)
+    if len(content) <= _PLAIN_START or cut <= 0:
+        return False
+    start = content[:cut]
+    return "<" not in start and "[" not in start and _letters(visible_text(start), min_chars) >= min_chars
+
+
 def unusable_reason(content: str, *, min_chars: int = 80) -> str | None:
     """Say why article content is unusable ('binary', 'html-without-text', 'too-short')."""
     if looks_binary(content):
         return "binary"
+    if _plain_start_suffices(content, min_chars):
+        return None
     cut = max(content.rfind("\n", 0, _SAMPLE_PREFIX), content.rfind(">", 0, _SAMPLE_PREFIX))
     long_enough = len(content) > _SAMPLE_PREFIX and cut > 0  # a long note: its start (cut between tags) usually decides
     if long_enough and _letters(visible_text(content[: cut + 1]), min_chars) >= min_chars:

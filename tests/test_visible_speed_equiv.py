@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from enrich import visible
@@ -114,3 +114,39 @@ def test_clean_text_agrees_with_the_plain_formulation(text: str) -> None:
 
     kept = "".join(" " if c == "\t" else c for c in text if c in "\n\r\t" or unicodedata.category(c) not in ("Cc", "Cf", "Co", "Cs"))
     assert clean_text(text) == re.sub(_SPACES_RE, " ", kept).strip()
+
+
+def _unusable_as_first_written(content: str, min_chars: int) -> str | None:
+    """unusable_reason before the plain-start shortcut."""
+    if visible.looks_binary(content):
+        return "binary"
+    prefix = visible._SAMPLE_PREFIX
+    cut = max(content.rfind("\n", 0, prefix), content.rfind(">", 0, prefix))
+    if len(content) > prefix and cut > 0 and visible._letters(visible.visible_text(content[: cut + 1]), min_chars) >= min_chars:
+        return None
+    letters = visible._letters(visible.visible_text(content), max(min_chars, 1))
+    if letters == 0 and visible._HAS_TAG_RE.search(content):
+        return "html-without-text"
+    return "too-short" if letters < min_chars else None
+
+
+LINES = ["word and more words", "", "# head", "- item", "**bold** _it_", "see https://x.y/a?b=c", "www.site.org/p",
+         "[link](http://u)", "<b>tag</b>", "<!-- note", "-->", "<script>", "</script>", "&amp; &#65;", "1234 5678",
+         "ftp://host/f", "> quote", "`code`", "[[Wiki|alias]]", "![img](p.png)", "![alt starts", "](p.png)", "<a",
+         'href="x">']
+PIECES = st.lists(st.sampled_from(LINES), max_size=4)
+
+
+@settings(max_examples=600, deadline=None)
+@given(PIECES, st.lists(st.sampled_from(LINES), min_size=1, max_size=8), st.integers(1, 150), PIECES,
+       st.sampled_from([1, 10, 40, 80, 200]))
+@example(["![alt starts"], ["word and more words"], 150, ["](p.png)"], 80)  # an image's alt text over many lines
+@example(["<!-- note"], ["word and more words"], 150, ["-->"], 80)  # a comment over many lines
+@example(["<a"], ['href="x"', "word and more words"], 150, [">"], 80)  # a tag over many lines
+def test_unusable_reason_agrees_with_the_whole_text_check(
+    head: list[str], body: list[str], times: int, tail: list[str], min_chars: int
+) -> None:
+    """The plain-start shortcut gives the answer the whole content gives (long notes; markup anywhere, also
+    opened at the start and closed after many lines)."""
+    content = "\n".join(head + body * times + tail)
+    assert visible.unusable_reason(content, min_chars=min_chars) == _unusable_as_first_written(content, min_chars)
