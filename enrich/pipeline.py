@@ -26,7 +26,7 @@ from .report import NoteResult, RunReport, note_diff
 from .rewrite import RewriteError, apply
 from .roles import RoleTable
 from .schema import Enrichment
-from .vault import Vault, VaultNote
+from .vault import Vault, VaultNote, no_gc_pauses
 from .writer import NoteWriter
 
 Progress = Callable[[str, "NoteResult | None", "RunReport"], None]
@@ -88,20 +88,20 @@ class Pipeline:
 
     def decide_all(self, notes: list[VaultNote]) -> list[tuple[VaultNote, Content | None, Decision]]:
         """Decide for every note from its content alone; the Content is kept for those that need a call."""
-        out: list[tuple[VaultNote, Content | None, Decision]] = []
-        for vn in notes:
-            try:
-                c = self.builder.content(vn)
-            except EnrichError as exc:
-                out.append((vn, None, Decision("failed", str(exc))))
-                continue
-            d = decide(
-                vn, self.roles, content_hash=c.content_hash, model=self.model,
-                prompt_version=c.prompts.version, stale=self.options.stale, force=self.options.force,
-                min_chars=self.settings.min_content_chars,
-            )
-            out.append((vn, c if d.needs_call else None, d))
-        return out
+        with no_gc_pauses():  # acyclic results for every note: a collection would only walk them
+            return [self._decide(vn) for vn in notes]
+
+    def _decide(self, vn: VaultNote) -> tuple[VaultNote, Content | None, Decision]:
+        """Decide for one note (see decide_all)."""
+        try:
+            c = self.builder.content(vn)
+        except EnrichError as exc:
+            return vn, None, Decision("failed", str(exc))
+        d = decide(
+            vn, self.roles, content_hash=c.content_hash, model=self.model, prompt_version=c.prompts.version,
+            stale=self.options.stale, force=self.options.force, min_chars=self.settings.min_content_chars,
+        )
+        return vn, c if d.needs_call else None, d
 
     def plan(self, notes: list[VaultNote]) -> list[tuple[VaultNote, Request | None, Decision]]:
         """Decide for every note and build the full request of each that needs work (plan, batch)."""

@@ -17,7 +17,7 @@ from .roles import KEY_POINTS
 from .schema import OutputSpec, output_spec
 from .tags import TagVocabulary
 from .tokens import TokenCounter, fit_paragraphs
-from .vault import Vault, VaultNote
+from .vault import Vault, VaultNote, no_gc_pauses
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _MARKERS = re.compile(r"<<<\s*ARTICLE|ARTICLE\s*>>>", re.IGNORECASE)
@@ -89,7 +89,8 @@ class RequestBuilder:
     @cached_property
     def index(self) -> CandidateIndex:
         """The vault's candidate index, built when the first request needs it (a run with nothing to do never does)."""
-        return CandidateIndex(self.vault)
+        with no_gc_pauses():  # many acyclic lists and arrays: a collection would only walk them
+            return CandidateIndex(self.vault)
 
     def build_order(self, notes: Sequence[VaultNote]) -> None:
         """The order requests will be built in: a note's candidates are then ranked with the next ones."""
