@@ -220,6 +220,21 @@ def no_gc_pauses() -> Iterator[None]:
             gc.enable()
 
 
+@contextmanager
+def young_gc_threshold(allocations: int) -> Iterator[None]:
+    """Collect the youngest generation after this many net allocations instead of 700 (restored after).
+
+    A run keeps its vault, index and requests for its whole length and makes few cycles: with the default, ~150
+    collections and a full one walk that heap again and again (about 7% of a run's CPU).
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(allocations, old[0]), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def scan_vault(root: Path, roles: RoleTable | None = None, files: Iterable[Path] | None = None) -> Vault:
     """Load every note under root (or the given files); collect per-file errors, never stop."""
     with no_gc_pauses():
