@@ -126,7 +126,7 @@ def main() -> None:
             index.candidates(vn, args.k)
             times.append((time.perf_counter() - s) * 1000)
             cpu.append((time.process_time() - c) * 1000)
-        block = max(1, min(prepare.RANK_BLOCK, prepare.BLOCK_CELLS // len(vault.notes)))
+        block = prepare.rank_block(len(index.notes))
         sample = rng.sample(vault.notes, min(args.queries, len(vault.notes)))
         c = time.process_time()
         for at in range(0, len(sample), block):

@@ -198,6 +198,11 @@ class RequestBuilder:
         return fit_paragraphs(text, self.counter, budget)
 
 
+def rank_block(indexed: int) -> int:
+    """How many notes are ranked together in a vault of this many indexed notes (RANK_BLOCK, BLOCK_CELLS)."""
+    return max(1, min(RANK_BLOCK, BLOCK_CELLS // max(indexed, 1)))
+
+
 class CandidateQueue:
     """Link candidates of notes in the order their requests are built, ranked a block at a time.
 
@@ -235,7 +240,7 @@ class CandidateQueue:
     def _rank(self, at: int) -> None:
         """Rank the block starting at a position (what is left of the last block is dropped)."""
         index = self._index()
-        block = self._order[at : at + max(1, min(RANK_BLOCK, BLOCK_CELLS // max(len(index.notes), 1)))]
+        block = self._order[at : at + rank_block(len(index.notes))]
         self._ranked = dict(zip((vn.rel for vn in block), index.candidates_many(block, self._k)))
         self._next = at + len(block)
 

@@ -60,6 +60,12 @@ def _spans(starts: IntArray, lens: IntArray) -> IntArray:
     return np.arange(int(lens.sum())) + np.repeat(starts - np.cumsum(lens) + lens, lens)
 
 
+def _first_per_row(order: IntArray, counts: IntArray, k: int) -> IntArray:
+    """The first k entries of each row of an order sorted by row first (row r holds counts[r] entries)."""
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return order[rank < k]
+
+
 class TextScorer:
     """BM25 scores of every note for blocks of "more like this" queries: a note's most telling terms.
 
@@ -101,8 +107,7 @@ class TextScorer:
         counts = np.bincount(row, minlength=n_rows)
         if len(counts) and counts.max() > QUERY_TERMS:
             order = np.lexsort((term, -(tf * self.query_idf[term]), row))  # weight descending, then id
-            rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
-            kept = np.sort(order[rank < QUERY_TERMS])
+            kept = np.sort(_first_per_row(order, counts, QUERY_TERMS))
             row, term = row[kept], term[kept]
         return row, term
 
@@ -207,9 +212,7 @@ def top_k(scores: FloatArray, k: int, id_rank: IntArray) -> list[list[tuple[int,
     rows, cols = np.nonzero(scores >= floor[:, None])
     rounded = np.round(scores[rows, cols].astype(np.float64), 6)
     order = np.lexsort((id_rank[cols], -rounded, rows))
-    counts = np.bincount(rows, minlength=n_rows)
-    rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
-    kept = order[rank < k]
+    kept = _first_per_row(order, np.bincount(rows, minlength=n_rows), k)
     out: list[list[tuple[int, float]]] = [[] for _ in range(n_rows)]
     for r, c, score in zip(rows[kept].tolist(), cols[kept].tolist(), rounded[kept].tolist()):
         out[r].append((c, score))

@@ -66,6 +66,7 @@ _MEMO_LIMIT = 1_000_000
 
 
 _WORD_BYTES = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else c + 32 if 65 <= c <= 90 else 32 for c in range(256))
+_WORD_TEXT = {c: _WORD_BYTES[c] for c in range(128) if _WORD_BYTES[c] != c}  # the same mapping for str.translate
 _LOWER_TO_ASCII = ("\u0130", "\u212a")  # İ and the Kelvin sign: the only letters whose lowercase holds a-z
 
 
@@ -76,9 +77,6 @@ def _raw_words(text: str) -> list[str] | list[bytes]:
     if any(c in text for c in _LOWER_TO_ASCII):
         return _WORD.findall(text.lower())
     return text.encode("utf-8", "surrogatepass").translate(_WORD_BYTES).split()  # other bytes (>= 0x80) are spaces
-
-
-_WORD_TEXT = {c: _WORD_BYTES[c] for c in range(128) if _WORD_BYTES[c] != c}
 
 
 def _words(words: list[Any], limit: int | None) -> list[str]:
